@@ -1,0 +1,41 @@
+# gim-export: the README's two commands are `make demo` and `make test`; CI runs `make test`.
+CARGO ?= cargo
+BIN := target/debug/gim-export
+DEMO_DIR := demo
+
+.PHONY: all build demo test check fmt clippy bench services clean
+
+all: build
+
+build:
+	$(CARGO) build --locked
+
+## demo: simulate three days into the embedded SQLite Info Mart, export them all, verify.
+demo: build
+	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	cd $(DEMO_DIR) && ../$(BIN) -q simulate --source sqlite://infomart.db --days 3 --seed 7
+	cd $(DEMO_DIR) && ../$(BIN) -q export --source sqlite://infomart.db --output output --catch-up
+	cd $(DEMO_DIR) && ../$(BIN) -q verify --input output
+
+services:
+	./scripts/ensure-services.sh
+
+## test: the whole suite, PostgreSQL included (started or installed if needed).
+test: services
+	$(CARGO) test --locked
+
+fmt:
+	$(CARGO) fmt --check
+
+clippy:
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+check: fmt clippy test
+
+bench: services
+	$(CARGO) build --release --locked
+	./scripts/bench.sh
+
+clean:
+	rm -rf $(DEMO_DIR)
+	$(CARGO) clean

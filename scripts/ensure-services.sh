@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Makes sure what the test suite needs is on this machine and running: PostgreSQL on 127.0.0.1:5432
+# (trust auth, user postgres) and the stock tools the format tests call (unzip, sha1sum, python3).
+# Installs or starts what is missing; fails loudly when it cannot. Never skips.
+set -euo pipefail
+
+say() { echo "ensure-services: $*" >&2; }
+apt_install() {
+  if ! command -v apt-get >/dev/null; then say "cannot install $*: no apt-get"; exit 1; fi
+  say "installing $*"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+for tool in unzip sha1sum python3; do
+  if ! command -v "$tool" >/dev/null; then
+    case "$tool" in
+      sha1sum) apt_install coreutils ;;
+      python3) apt_install python3 ;;
+      *) apt_install "$tool" ;;
+    esac
+  fi
+done
+
+if ! command -v pg_isready >/dev/null; then
+  apt_install postgresql postgresql-client
+fi
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  say "PostgreSQL is not answering on 127.0.0.1:5432: starting it"
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  for _ in $(seq 1 30); do
+    pg_isready -q -h 127.0.0.1 -p 5432 && break
+    sleep 1
+  done
+fi
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  say "PostgreSQL still does not answer on 127.0.0.1:5432; the PostgreSQL tests cannot run"
+  exit 1
+fi
+if ! psql -h 127.0.0.1 -U postgres -d postgres -tAc 'select 1' >/dev/null 2>&1; then
+  say "PostgreSQL answers but user postgres cannot log in on 127.0.0.1 (trust auth expected)"
+  exit 1
+fi
+say "PostgreSQL ready on 127.0.0.1:5432"

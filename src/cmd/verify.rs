@@ -1,0 +1,49 @@
+//! `gim-export verify`: check export folders as a receiver would.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::exit::ExitCode;
+use crate::verify::{self, VerifyFailed};
+
+/// Check export folders: checksums, metadata, the hwm chain, the span of each export.
+///
+/// --input is one export_XXX folder or a directory of them. Every problem is printed with the folder
+/// it was found in; the exit code is 5 if there is any.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// An export folder, or a directory of export folders.
+    #[arg(long, short, env = "GIM_EXPORT_INPUT", default_value = "output")]
+    pub input: PathBuf,
+}
+
+pub async fn run(args: Args) -> Result<ExitCode> {
+    let input = args.input.clone();
+    let checks = tokio::task::spawn_blocking(move || verify::check_input(&input)).await??;
+    let mut problems = 0;
+    for c in &checks {
+        if c.is_ok() {
+            let rows: u64 = c.rows.values().sum();
+            println!("OK    {}  tables={} rows={rows}", c.folder, c.rows.len());
+        } else {
+            for p in &c.problems {
+                println!("FAIL  {}  {p}", c.folder);
+            }
+            problems += c.problems.len();
+        }
+    }
+    if checks.is_empty() {
+        println!("FAIL  {}  no export folders found", args.input.display());
+        problems += 1;
+    }
+    if problems > 0 {
+        return Err(VerifyFailed {
+            problems,
+            folders: checks.iter().filter(|c| !c.is_ok()).count().max(1),
+        }
+        .into());
+    }
+    println!("verified {} folder(s): all checks passed", checks.len());
+    Ok(ExitCode::Success)
+}

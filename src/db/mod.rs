@@ -1,0 +1,369 @@
+//! Database access for both sides: URLs, dialects, the catalog, and what the exporter reads.
+//!
+//! One file per backend ([`sqlite`], [`postgres`]); this module holds what they share and the
+//! [`Source`] enum that dispatches to them.
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::fmt;
+use std::str::FromStr;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::audit::AuditEntry;
+
+/// The SQL dialect of a database URL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgresql",
+        }
+    }
+}
+
+impl FromStr for Dialect {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "sqlite" => Ok(Dialect::Sqlite),
+            "postgres" | "postgresql" | "pg" => Ok(Dialect::Postgres),
+            other => Err(format!(
+                "unknown dialect {other:?}: expected sqlite or postgresql"
+            )),
+        }
+    }
+}
+
+/// A database URL: `sqlite://file.db` or `postgres://user@host/db`. Displays with the password masked.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DbUrl {
+    url: String,
+    dialect: Dialect,
+}
+
+impl DbUrl {
+    pub fn parse(url: &str) -> Result<DbUrl, String> {
+        let lower = url.to_ascii_lowercase();
+        let dialect = if lower.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            Dialect::Postgres
+        } else {
+            return Err(format!(
+                "unsupported database URL {}: expected sqlite://FILE or postgres://USER@HOST/DB",
+                redact(url)
+            ));
+        };
+        Ok(DbUrl {
+            url: url.to_string(),
+            dialect,
+        })
+    }
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+    /// The URL with its password: only for connecting, never for messages.
+    pub fn expose(&self) -> &str {
+        &self.url
+    }
+}
+
+impl fmt::Display for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact(&self.url))
+    }
+}
+impl fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DbUrl({self})")
+    }
+}
+
+/// Masks the password in `scheme://user:password@host/...` and in a `password=` query parameter.
+pub fn redact(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest_start = scheme_end + 3;
+        let authority_end = out[rest_start..]
+            .find('/')
+            .map(|i| rest_start + i)
+            .unwrap_or(out.len());
+        if let Some(at) = out[rest_start..authority_end].rfind('@') {
+            let userinfo = &out[rest_start..rest_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                let start = rest_start + colon + 1;
+                out.replace_range(start..rest_start + at, "****");
+            }
+        }
+    }
+    if let Some(p) = out.to_ascii_lowercase().find("password=") {
+        let start = p + "password=".len();
+        let end = out[start..]
+            .find('&')
+            .map(|i| start + i)
+            .unwrap_or(out.len());
+        out.replace_range(start..end, "****");
+    }
+    out
+}
+
+/// A failure talking to a database; the message names the database (password masked).
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot connect to {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("{url}: {what}: {source}")]
+    Query {
+        url: String,
+        what: String,
+        source: sqlx::Error,
+    },
+    #[error("{url} has no CTL_AUDIT_LOG table: is this a Genesys Info Mart database?")]
+    NoAuditLog { url: String },
+    #[error("{url}: {message}")]
+    Invalid { url: String, message: String },
+}
+
+impl DbError {
+    pub(crate) fn query(url: &DbUrl, what: impl Into<String>, source: sqlx::Error) -> DbError {
+        DbError::Query {
+            url: url.to_string(),
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// How the exporter treats a column's values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnKind {
+    Integer,
+    Text,
+    Other,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Column {
+    /// The name as the catalog spells it.
+    pub name: String,
+    pub kind: ColumnKind,
+}
+
+/// A table as the catalog describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Table {
+    /// The name as the catalog spells it.
+    pub name: String,
+    pub columns: Vec<Column>,
+    /// Primary-key columns, in key order (catalog spelling).
+    pub primary_key: Vec<String>,
+}
+
+impl Table {
+    pub fn lower_name(&self) -> String {
+        self.name.to_ascii_lowercase()
+    }
+    pub fn column(&self, lower: &str) -> Option<&Column> {
+        self.columns
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(lower))
+    }
+    /// Exportable tables carry `CREATE_AUDIT_KEY`.
+    pub fn is_exportable(&self) -> bool {
+        self.column("create_audit_key").is_some()
+    }
+    /// The CSV header: lower-case column names in catalog order.
+    pub fn header(&self) -> Vec<String> {
+        self.columns
+            .iter()
+            .map(|c| c.name.to_ascii_lowercase())
+            .collect()
+    }
+}
+
+/// `"name"` with inner quotes doubled: safe for any catalog name in SQLite and PostgreSQL.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The `WHERE` condition selecting the rows created or updated by the keys in `ranges`.
+pub fn window_predicate(table: &Table, ranges: &[(i64, i64)]) -> String {
+    if ranges.is_empty() {
+        return "1 = 0".to_string();
+    }
+    let mut cols = Vec::new();
+    for c in ["create_audit_key", "update_audit_key"] {
+        if let Some(col) = table.column(c) {
+            cols.push(quote_ident(&col.name));
+        }
+    }
+    let mut parts = Vec::new();
+    for col in &cols {
+        for (lo, hi) in ranges {
+            if lo == hi {
+                parts.push(format!("{col} = {lo}"));
+            } else {
+                parts.push(format!("{col} BETWEEN {lo} AND {hi}"));
+            }
+        }
+    }
+    parts.join(" OR ")
+}
+
+/// `ORDER BY` for a table: its primary key, or every column when it has none.
+pub fn order_by(table: &Table) -> String {
+    let cols: Vec<String> = if table.primary_key.is_empty() {
+        table.columns.iter().map(|c| quote_ident(&c.name)).collect()
+    } else {
+        table.primary_key.iter().map(|c| quote_ident(c)).collect()
+    };
+    cols.join(", ")
+}
+
+/// Where a table's CSV bytes go: a bounded channel to the thread that hashes and compresses them.
+pub type CsvChunks = mpsc::Sender<Bytes>;
+
+/// A source Info Mart, read-only.
+pub enum Source {
+    Sqlite(sqlite::SqliteSource),
+    Postgres(postgres::PgSource),
+}
+
+impl Source {
+    /// Connects with room for `connections` concurrent table readers.
+    pub async fn connect(url: &DbUrl, connections: u32) -> Result<Source, DbError> {
+        Ok(match url.dialect() {
+            Dialect::Sqlite => {
+                Source::Sqlite(sqlite::SqliteSource::connect(url, connections).await?)
+            }
+            Dialect::Postgres => {
+                Source::Postgres(postgres::PgSource::connect(url, connections).await?)
+            }
+        })
+    }
+
+    pub fn url(&self) -> &DbUrl {
+        match self {
+            Source::Sqlite(s) => &s.url,
+            Source::Postgres(s) => &s.url,
+        }
+    }
+
+    /// Pins one consistent view of the database for the audit log and every table (PostgreSQL).
+    pub async fn begin_snapshot(&self) -> Result<(), DbError> {
+        match self {
+            Source::Sqlite(_) => Ok(()),
+            Source::Postgres(s) => s.begin_snapshot().await,
+        }
+    }
+
+    /// Audit log entries with a key above `after`, plus the listed `also` keys, sorted by key.
+    pub async fn read_audit_log(
+        &self,
+        after: i64,
+        also: &[i64],
+    ) -> Result<Vec<AuditEntry>, DbError> {
+        let mut log = match self {
+            Source::Sqlite(s) => s.read_audit_log(after, also).await?,
+            Source::Postgres(s) => s.read_audit_log(after, also).await?,
+        };
+        log.sort_by_key(|e| e.audit_key);
+        log.dedup_by_key(|e| e.audit_key);
+        Ok(log)
+    }
+
+    /// Every table of the source schema with its columns and primary key, sorted by lower-case name.
+    pub async fn tables(&self) -> Result<Vec<Table>, DbError> {
+        let mut tables = match self {
+            Source::Sqlite(s) => s.tables().await?,
+            Source::Postgres(s) => s.tables().await?,
+        };
+        tables.sort_by_key(|t| t.lower_name());
+        Ok(tables)
+    }
+
+    /// Streams the rows of `table` changed by the keys in `ranges`, in primary-key order, as CSV
+    /// records (no header) into `out`. NULL and empty text are both written as an empty field.
+    pub async fn copy_rows_csv(
+        &self,
+        table: &Table,
+        ranges: &[(i64, i64)],
+        out: &CsvChunks,
+    ) -> Result<(), DbError> {
+        match self {
+            Source::Sqlite(s) => s.copy_rows_csv(table, ranges, out).await,
+            Source::Postgres(s) => s.copy_rows_csv(table, ranges, out).await,
+        }
+    }
+
+    /// Releases the snapshot and the connections.
+    pub async fn close(self) {
+        match self {
+            Source::Sqlite(s) => s.pool.close().await,
+            Source::Postgres(s) => s.close().await,
+        }
+    }
+}
+
+/// Size of one CSV chunk handed to the compressing thread.
+pub(crate) const CHUNK_BYTES: usize = 256 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            redact("postgres://gim:s3cret@db.example:5432/gim"),
+            "postgres://gim:****@db.example:5432/gim"
+        );
+        assert_eq!(
+            redact("postgres://h/db?user=a&password=x&sslmode=require"),
+            "postgres://h/db?user=a&password=****&sslmode=require"
+        );
+        assert_eq!(redact("sqlite://infomart.db"), "sqlite://infomart.db");
+        let u = DbUrl::parse("postgresql://a:b@h/d").unwrap();
+        assert_eq!(
+            format!("{u} {u:?}"),
+            "postgresql://a:****@h/d DbUrl(postgresql://a:****@h/d)"
+        );
+        assert!(DbUrl::parse("mysql://x").is_err());
+    }
+
+    #[test]
+    fn predicate_covers_both_audit_keys() {
+        let t = Table {
+            name: "T".into(),
+            columns: vec![
+                Column {
+                    name: "ID".into(),
+                    kind: ColumnKind::Integer,
+                },
+                Column {
+                    name: "CREATE_AUDIT_KEY".into(),
+                    kind: ColumnKind::Integer,
+                },
+                Column {
+                    name: "UPDATE_AUDIT_KEY".into(),
+                    kind: ColumnKind::Integer,
+                },
+            ],
+            primary_key: vec!["ID".into()],
+        };
+        assert_eq!(
+            window_predicate(&t, &[(1, 3), (7, 7)]),
+            "\"CREATE_AUDIT_KEY\" BETWEEN 1 AND 3 OR \"CREATE_AUDIT_KEY\" = 7 OR \"UPDATE_AUDIT_KEY\" BETWEEN 1 AND 3 OR \"UPDATE_AUDIT_KEY\" = 7"
+        );
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

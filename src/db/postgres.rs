@@ -1,0 +1,237 @@
+//! PostgreSQL: what real Info Marts run on. Rows leave the server through `COPY ... TO STDOUT`.
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection, Executor, Postgres, Row};
+
+use super::{
+    order_by, quote_ident, window_predicate, Column, ColumnKind, CsvChunks, DbError, DbUrl, Table,
+};
+use crate::audit::AuditEntry;
+
+pub struct PgSource {
+    pub(crate) url: DbUrl,
+    pool: PgPool,
+    /// The connection that holds the exported snapshot open.
+    snapshot_conn: tokio::sync::Mutex<Option<PoolConnection<Postgres>>>,
+    /// The exported snapshot's name, which table readers join.
+    snapshot_id: std::sync::Mutex<Option<String>>,
+}
+
+/// Connect options from a URL, with a bounded connect time and the session settings the CSV relies on.
+pub fn options(url: &DbUrl) -> Result<PgConnectOptions, DbError> {
+    let opts: PgConnectOptions = url.expose().parse().map_err(|e| DbError::Connect {
+        url: url.to_string(),
+        source: e,
+    })?;
+    Ok(opts
+        .application_name("gim-export")
+        .options([("DateStyle", "ISO, YMD"), ("TimeZone", "UTC")]))
+}
+
+/// A pool for `url`; connection failures surface within `acquire` seconds.
+pub async fn pool(url: &DbUrl, connections: u32, acquire: u64) -> Result<PgPool, DbError> {
+    let opts = options(url)?;
+    PgPoolOptions::new()
+        .max_connections(connections.max(1))
+        .acquire_timeout(Duration::from_secs(acquire))
+        .connect_with(opts)
+        .await
+        .map_err(|e| DbError::Connect {
+            url: url.to_string(),
+            source: e,
+        })
+}
+
+impl PgSource {
+    pub async fn connect(url: &DbUrl, connections: u32) -> Result<Self, DbError> {
+        // One extra connection holds the snapshot while the others read tables.
+        let pool = pool(url, connections + 1, 15).await?;
+        Ok(PgSource {
+            url: url.clone(),
+            pool,
+            snapshot_conn: Default::default(),
+            snapshot_id: Default::default(),
+        })
+    }
+
+    /// Starts a new snapshot (ending the previous one) that the audit log and every table are read in.
+    pub async fn begin_snapshot(&self) -> Result<(), DbError> {
+        let err = |e| DbError::query(&self.url, "starting a snapshot", e);
+        let mut slot = self.snapshot_conn.lock().await;
+        if let Some(mut old) = slot.take() {
+            let _ = old.execute("ROLLBACK").await;
+        }
+        let mut conn = self.pool.acquire().await.map_err(err)?;
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(err)?;
+        let id: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(err)?;
+        *slot = Some(conn);
+        *self.snapshot_id.lock().expect("snapshot id lock") = Some(id);
+        Ok(())
+    }
+
+    pub async fn read_audit_log(
+        &self,
+        after: i64,
+        also: &[i64],
+    ) -> Result<Vec<AuditEntry>, DbError> {
+        let url = self.url.clone();
+        let err = move |e| DbError::query(&url, "reading CTL_AUDIT_LOG", e);
+        let exists: Option<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND lower(table_name) = 'ctl_audit_log'",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err.clone())?;
+        let Some(table) = exists else {
+            return Err(DbError::NoAuditLog {
+                url: self.url.to_string(),
+            });
+        };
+        let sql = format!(
+            "SELECT audit_key::bigint, created_ts::bigint, \
+             floor(extract(epoch FROM inserted))::bigint, max_chunk_ts::bigint \
+             FROM {} WHERE audit_key > $1 OR audit_key = ANY($2) ORDER BY audit_key",
+            quote_ident(&table)
+        );
+        let q = sqlx::query(&sql).bind(after).bind(also);
+        let mut slot = self.snapshot_conn.lock().await;
+        let rows = match slot.as_mut() {
+            Some(conn) => q.fetch_all(&mut **conn).await,
+            None => q.fetch_all(&self.pool).await,
+        }
+        .map_err(err.clone())?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    audit_key: r.try_get(0)?,
+                    created_ts: r.try_get(1)?,
+                    inserted_ts: r.try_get(2)?,
+                    max_chunk_ts: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(err)
+    }
+
+    pub async fn tables(&self) -> Result<Vec<Table>, DbError> {
+        let err = |e| DbError::query(&self.url, "reading the catalog", e);
+        let cols = sqlx::query(
+            "SELECT c.table_name::text, c.column_name::text, c.data_type::text \
+             FROM information_schema.columns c \
+             JOIN information_schema.tables t \
+               ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
+             WHERE c.table_schema = current_schema() AND t.table_type = 'BASE TABLE' \
+             ORDER BY c.table_name, c.ordinal_position",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        let pks = sqlx::query(
+            "SELECT tc.table_name::text, kcu.column_name::text \
+             FROM information_schema.table_constraints tc \
+             JOIN information_schema.key_column_usage kcu \
+               ON kcu.constraint_schema = tc.constraint_schema AND kcu.constraint_name = tc.constraint_name \
+              AND kcu.table_name = tc.table_name \
+             WHERE tc.constraint_type = 'PRIMARY KEY' AND tc.table_schema = current_schema() \
+             ORDER BY tc.table_name, kcu.ordinal_position",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        let mut tables: Vec<Table> = Vec::new();
+        for r in &cols {
+            let table: String = r.try_get(0).map_err(err)?;
+            let name: String = r.try_get(1).map_err(err)?;
+            let data_type: String = r.try_get(2).map_err(err)?;
+            if tables.last().map(|t| t.name != table).unwrap_or(true) {
+                tables.push(Table {
+                    name: table,
+                    columns: Vec::new(),
+                    primary_key: Vec::new(),
+                });
+            }
+            let kind = match data_type.as_str() {
+                "smallint" | "integer" | "bigint" => ColumnKind::Integer,
+                "character varying" | "character" | "text" => ColumnKind::Text,
+                _ => ColumnKind::Other,
+            };
+            tables
+                .last_mut()
+                .expect("pushed above")
+                .columns
+                .push(Column { name, kind });
+        }
+        for r in &pks {
+            let table: String = r.try_get(0).map_err(err)?;
+            let column: String = r.try_get(1).map_err(err)?;
+            if let Some(t) = tables.iter_mut().find(|t| t.name == table) {
+                t.primary_key.push(column);
+            }
+        }
+        Ok(tables)
+    }
+
+    pub async fn copy_rows_csv(
+        &self,
+        table: &Table,
+        ranges: &[(i64, i64)],
+        out: &CsvChunks,
+    ) -> Result<(), DbError> {
+        let what = format!("reading table {}", table.name);
+        let err = |e| DbError::query(&self.url, &what, e);
+        // Empty strings become NULL so that both print as an empty field, as in the SQLite path.
+        let cols: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| match c.kind {
+                ColumnKind::Text => format!("NULLIF({0}, '') AS {0}", quote_ident(&c.name)),
+                _ => quote_ident(&c.name),
+            })
+            .collect();
+        let sql = format!(
+            "COPY (SELECT {} FROM {} WHERE {} ORDER BY {}) TO STDOUT WITH (FORMAT csv)",
+            cols.join(", "),
+            quote_ident(&table.name),
+            window_predicate(table, ranges),
+            order_by(table)
+        );
+        let mut conn = self.pool.acquire().await.map_err(err)?;
+        let mut tx = conn.begin().await.map_err(err)?;
+        let snapshot = self.snapshot_id.lock().expect("snapshot id lock").clone();
+        if let Some(id) = snapshot {
+            tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await
+                .map_err(err)?;
+            tx.execute(format!("SET TRANSACTION SNAPSHOT '{}'", id.replace('\'', "''")).as_str())
+                .await
+                .map_err(err)?;
+        }
+        {
+            let mut stream = tx.copy_out_raw(&sql).await.map_err(err)?;
+            while let Some(chunk) = stream.try_next().await.map_err(err)? {
+                if out.send(chunk).await.is_err() {
+                    break; // the writer stopped; it reports its own error
+                }
+            }
+        }
+        tx.rollback().await.map_err(err)?;
+        Ok(())
+    }
+
+    pub async fn close(self) {
+        if let Some(mut conn) = self.snapshot_conn.lock().await.take() {
+            let _ = conn.execute("ROLLBACK").await;
+        }
+        self.pool.close().await;
+    }
+}

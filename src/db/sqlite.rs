@@ -1,0 +1,228 @@
+//! SQLite: the embedded default source, for the demo and small sites.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use std::io::Write as _;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{Row, TypeInfo, ValueRef};
+
+use super::{
+    order_by, quote_ident, window_predicate, Column, ColumnKind, CsvChunks, DbError, DbUrl, Table,
+    CHUNK_BYTES,
+};
+use crate::audit::AuditEntry;
+use crate::format::push_csv_field;
+
+pub struct SqliteSource {
+    pub(crate) url: DbUrl,
+    pub(crate) pool: SqlitePool,
+}
+
+/// Connect options for an existing SQLite file (never created by a reader).
+pub fn options(url: &DbUrl) -> Result<SqliteConnectOptions, DbError> {
+    SqliteConnectOptions::from_str(url.expose())
+        .map(|o| o.busy_timeout(Duration::from_secs(30)))
+        .map_err(|e| DbError::Connect {
+            url: url.to_string(),
+            source: e,
+        })
+}
+
+impl SqliteSource {
+    pub async fn connect(url: &DbUrl, connections: u32) -> Result<Self, DbError> {
+        let opts = options(url)?.read_only(true).create_if_missing(false);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(connections.max(1))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await
+            .map_err(|e| DbError::Connect {
+                url: url.to_string(),
+                source: e,
+            })?;
+        Ok(SqliteSource {
+            url: url.clone(),
+            pool,
+        })
+    }
+
+    pub async fn read_audit_log(
+        &self,
+        after: i64,
+        also: &[i64],
+    ) -> Result<Vec<AuditEntry>, DbError> {
+        let exists: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type IN ('table','view') AND lower(name) = 'ctl_audit_log'",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| DbError::query(&self.url, "reading the catalog", e))?;
+        if exists.is_none() {
+            return Err(DbError::NoAuditLog {
+                url: self.url.to_string(),
+            });
+        }
+        let also_list = also
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!(
+            "SELECT AUDIT_KEY, CREATED_TS, \
+             CASE WHEN INSERTED IS NULL THEN NULL ELSE CAST(strftime('%s', INSERTED) AS INTEGER) END, \
+             MAX_CHUNK_TS FROM CTL_AUDIT_LOG WHERE AUDIT_KEY > ?{} ORDER BY AUDIT_KEY",
+            if also.is_empty() {
+                String::new()
+            } else {
+                format!(" OR AUDIT_KEY IN ({also_list})")
+            }
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| DbError::query(&self.url, "reading CTL_AUDIT_LOG", e))?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    audit_key: r.try_get(0)?,
+                    created_ts: r.try_get(1)?,
+                    inserted_ts: r.try_get(2)?,
+                    max_chunk_ts: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| DbError::query(&self.url, "reading CTL_AUDIT_LOG", e))
+    }
+
+    pub async fn tables(&self) -> Result<Vec<Table>, DbError> {
+        let err = |e| DbError::query(&self.url, "reading the catalog", e);
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        let mut tables = Vec::with_capacity(names.len());
+        for name in names {
+            let info = sqlx::query(&format!("PRAGMA table_info({})", quote_ident(&name)))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err)?;
+            let mut columns = Vec::new();
+            let mut pk: Vec<(i64, String)> = Vec::new();
+            for r in &info {
+                let col: String = r.try_get("name").map_err(err)?;
+                let decl: String = r.try_get("type").map_err(err)?;
+                let pk_pos: i64 = r.try_get("pk").map_err(err)?;
+                if pk_pos > 0 {
+                    pk.push((pk_pos, col.clone()));
+                }
+                columns.push(Column {
+                    name: col,
+                    kind: kind_of(&decl),
+                });
+            }
+            pk.sort();
+            tables.push(Table {
+                name,
+                columns,
+                primary_key: pk.into_iter().map(|(_, c)| c).collect(),
+            });
+        }
+        Ok(tables)
+    }
+
+    pub async fn copy_rows_csv(
+        &self,
+        table: &Table,
+        ranges: &[(i64, i64)],
+        out: &CsvChunks,
+    ) -> Result<(), DbError> {
+        let cols: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} ORDER BY {}",
+            cols.join(", "),
+            quote_ident(&table.name),
+            window_predicate(table, ranges),
+            order_by(table)
+        );
+        let what = format!("reading table {}", table.name);
+        let mut rows = sqlx::query(&sql).fetch(&self.pool);
+        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_BYTES + 4096);
+        let n = table.columns.len();
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(|e| DbError::query(&self.url, &what, e))?
+        {
+            write_row(&row, n, &mut buf).map_err(|e| DbError::query(&self.url, &what, e))?;
+            if buf.len() >= CHUNK_BYTES {
+                let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_BYTES + 4096));
+                if out.send(Bytes::from(full)).await.is_err() {
+                    return Ok(()); // the writer stopped; it reports its own error
+                }
+            }
+        }
+        if !buf.is_empty() {
+            let _ = out.send(Bytes::from(buf)).await;
+        }
+        Ok(())
+    }
+}
+
+/// Writes one row: integers in decimal, text as is, NULL and empty text as an empty field.
+fn write_row(row: &SqliteRow, n: usize, out: &mut Vec<u8>) -> Result<(), sqlx::Error> {
+    for i in 0..n {
+        let raw = row.try_get_raw(i)?;
+        if raw.is_null() {
+            push_csv_field(out, b"", i == 0);
+            continue;
+        }
+        let kind = match raw.type_info().name() {
+            "INTEGER" => ColumnKind::Integer,
+            "REAL" | "BLOB" => ColumnKind::Other,
+            _ => ColumnKind::Text,
+        };
+        match kind {
+            ColumnKind::Integer => {
+                let v: i64 = row.try_get_unchecked(i)?;
+                if i > 0 {
+                    out.push(b',');
+                }
+                let _ = write!(out, "{v}");
+            }
+            ColumnKind::Text => {
+                let v: &str = row.try_get_unchecked(i)?;
+                push_csv_field(out, v.as_bytes(), i == 0);
+            }
+            ColumnKind::Other => {
+                let text = match raw.type_info().name() {
+                    "REAL" => row.try_get_unchecked::<f64, _>(i)?.to_string(),
+                    _ => {
+                        String::from_utf8_lossy(row.try_get_unchecked::<&[u8], _>(i)?).into_owned()
+                    }
+                };
+                push_csv_field(out, text.as_bytes(), i == 0);
+            }
+        }
+    }
+    out.push(b'\n');
+    Ok(())
+}
+
+/// A column's kind from its declared SQLite type (type affinity rules).
+fn kind_of(decl: &str) -> ColumnKind {
+    let d = decl.to_ascii_uppercase();
+    if d.contains("INT") {
+        ColumnKind::Integer
+    } else if d.contains("CHAR") || d.contains("CLOB") || d.contains("TEXT") {
+        ColumnKind::Text
+    } else {
+        ColumnKind::Other
+    }
+}

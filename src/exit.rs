@@ -1,0 +1,72 @@
+//! Exit codes: the documented contract with cron, CronJobs and scripts.
+
+use crate::db::DbError;
+use crate::export::StartDateOnExistingChain;
+use crate::outdir::OutputError;
+use crate::verify::VerifyFailed;
+
+/// Every exit code `gim-export` uses. Documented in the README and in `--help`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    /// The command did its work.
+    Success = 0,
+    /// An unexpected failure (a bug, or an error with no better code).
+    Failure = 1,
+    /// Bad flags, environment or configuration.
+    Config = 2,
+    /// `export`: nothing new has settled; no folder was written.
+    NothingToDo = 3,
+    /// Another run holds the lock on the output directory.
+    Locked = 4,
+    /// `verify` found a problem in an export folder.
+    VerifyFailed = 5,
+    /// The source or target database failed or could not be reached.
+    Database = 6,
+    /// Reading or writing files failed (output directory, export folders).
+    Io = 7,
+}
+
+/// The text for `--help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  unexpected failure
+  2  configuration or usage error
+  3  nothing to do (export: no newly settled data)
+  4  another run holds the output directory's lock
+  5  verification failed (a folder is damaged, incomplete or out of chain)
+  6  source or target database error
+  7  file error (output directory, export folders)";
+
+impl ExitCode {
+    /// The code for an error: the first error in its chain that has a meaning of its own.
+    pub fn of(err: &anyhow::Error) -> ExitCode {
+        for cause in err.chain() {
+            if let Some(e) = cause.downcast_ref::<OutputError>() {
+                return match e {
+                    OutputError::Locked(_) => ExitCode::Locked,
+                    OutputError::NotADirectory(_) => ExitCode::Config,
+                    _ => ExitCode::Io,
+                };
+            }
+            if cause.downcast_ref::<DbError>().is_some()
+                || cause.downcast_ref::<sqlx::Error>().is_some()
+            {
+                return ExitCode::Database;
+            }
+            if cause.downcast_ref::<VerifyFailed>().is_some() {
+                return ExitCode::VerifyFailed;
+            }
+            if cause.downcast_ref::<StartDateOnExistingChain>().is_some()
+                || cause.downcast_ref::<crate::cmd::ConfigError>().is_some()
+            {
+                return ExitCode::Config;
+            }
+            if cause.downcast_ref::<std::io::Error>().is_some() {
+                return ExitCode::Io;
+            }
+        }
+        ExitCode::Failure
+    }
+}

@@ -1,0 +1,561 @@
+//! The export folder format: the contract between the sending and the receiving side.
+//!
+//! ```text
+//! export_<hwm-to, 19 digits>_<max-data-ts as YYYY_MM_DD_HH_MI_SS GMT>/
+//!     export_XXX.zip            <table>.csv and <table>.csv.sha1 for each table with changes
+//!     export_XXX.zip.sha1       `sha1sum -c` line for the zip
+//!     export_XXX.extracted.xml  <info> metadata: created-ts, versions, hwm-from, hwm-to, max-data-ts, ...
+//! ```
+//!
+//! Everything here is pure: names, checksum lines, the XML. The exporter, the verifier and the loader
+//! all read and write the format through this module.
+
+use std::fmt::Write as _;
+use std::io::Write;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
+use sha1::{Digest, Sha1};
+
+use crate::audit::{AuditKeySet, HighWaterMark};
+
+/// Every export folder's name starts with this.
+pub const FOLDER_PREFIX: &str = "export_";
+/// Audit keys are numeric(19): padded to 19 digits, folder names sort in export order.
+pub const KEY_DIGITS: usize = 19;
+const TS_FORMAT: &str = "%Y_%m_%d_%H_%M_%S";
+
+/// A problem with the format of an export folder or one of its files.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("{file}: not a valid extracted.xml: {reason}")]
+    Xml { file: String, reason: String },
+    #[error("{file}: not a sha1sum line (expected `<40 hex digits>  <file name>`)")]
+    Sha1Line { file: String },
+}
+
+/// The name of one export: its `hwm-to` audit key and its `max-data-ts`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ExportName {
+    pub hwm_to: i64,
+    pub max_data_ts: i64,
+}
+
+impl ExportName {
+    /// `export_0000000000000200074_2018_03_14_05_42_37`
+    pub fn folder(&self) -> String {
+        let ts = DateTime::<Utc>::from_timestamp(self.max_data_ts, 0)
+            .unwrap_or_default()
+            .format(TS_FORMAT);
+        format!(
+            "{FOLDER_PREFIX}{:0width$}_{ts}",
+            self.hwm_to,
+            width = KEY_DIGITS
+        )
+    }
+    pub fn zip_file(&self) -> String {
+        format!("{}.zip", self.folder())
+    }
+    pub fn zip_sha1_file(&self) -> String {
+        format!("{}.zip.sha1", self.folder())
+    }
+    pub fn xml_file(&self) -> String {
+        format!("{}.extracted.xml", self.folder())
+    }
+
+    /// Reads a folder name back; `None` for anything that is not exactly an export folder name.
+    pub fn parse(folder: &str) -> Option<ExportName> {
+        let rest = folder.strip_prefix(FOLDER_PREFIX)?;
+        let (key, ts) = rest.split_once('_')?;
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let hwm_to: i64 = key.parse().ok()?;
+        let when = NaiveDateTime::parse_from_str(ts, TS_FORMAT).ok()?;
+        let name = ExportName {
+            hwm_to,
+            max_data_ts: when.and_utc().timestamp(),
+        };
+        // Only the canonical spelling counts (no shorter padding, no trailing text).
+        (name.folder() == folder).then_some(name)
+    }
+}
+
+/// The file name of a table's CSV inside the zip.
+pub fn csv_file_name(table: &str) -> String {
+    format!("{}.csv", table.to_ascii_lowercase())
+}
+
+/// A zip entry name the receiver may extract: a plain file name, no directories, no tricks.
+pub fn is_safe_entry_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name != "."
+        && name != ".."
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Appends one CSV field: RFC 4180 quoting, exactly where PostgreSQL's `COPY ... CSV` quotes (a
+/// delimiter, a quote, CR or LF in the value), so both source paths give the same bytes.
+pub fn push_csv_field(out: &mut Vec<u8>, field: &[u8], first: bool) {
+    if !first {
+        out.push(b',');
+    }
+    if field
+        .iter()
+        .any(|&b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
+    {
+        out.push(b'"');
+        for &b in field {
+            if b == b'"' {
+                out.push(b'"');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(field);
+    }
+}
+
+/// A whole CSV record with its `\n` terminator.
+pub fn csv_record<S: AsRef<str>>(fields: &[S]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, f) in fields.iter().enumerate() {
+        push_csv_field(&mut out, f.as_ref().as_bytes(), i == 0);
+    }
+    out.push(b'\n');
+    out
+}
+
+/// Lower-case hex of a SHA-1 digest.
+pub fn hex(digest: &[u8]) -> String {
+    let mut s = String::with_capacity(digest.len() * 2);
+    for b in digest {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// A `sha1sum` line for `file`: `<hex>  <file>\n`, which `sha1sum -c` accepts.
+pub fn sha1_line(hex_digest: &str, file: &str) -> String {
+    format!("{hex_digest}  {file}\n")
+}
+
+/// Reads a one-line `sha1sum` file: the digest and the file name it names.
+pub fn parse_sha1_line(text: &str, file: &str) -> Result<(String, String), FormatError> {
+    let bad = || FormatError::Sha1Line {
+        file: file.to_string(),
+    };
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let line = lines.next().ok_or_else(bad)?;
+    if lines.next().is_some() {
+        return Err(bad());
+    }
+    let (digest, name) = line.split_once(' ').ok_or_else(bad)?;
+    let name = name.strip_prefix(['*', ' ']).unwrap_or(name);
+    if digest.len() != 40 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) || name.is_empty() {
+        return Err(bad());
+    }
+    Ok((digest.to_ascii_lowercase(), name.to_string()))
+}
+
+/// A writer that hashes (SHA-1), checksums (CRC-32) and counts the bytes passing through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    sha1: Sha1,
+    bytes: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            sha1: Sha1::new(),
+            bytes: 0,
+        }
+    }
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+    /// The inner writer, the hex SHA-1 and the byte count.
+    pub fn finish(self) -> (W, String, u64) {
+        (self.inner, hex(&self.sha1.finalize()), self.bytes)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha1.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// What the metadata says of one table's CSV (an extra element; readers may ignore it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableSummary {
+    /// Lower-case table name.
+    pub name: String,
+    pub file: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha1: String,
+}
+
+/// `export_XXX.extracted.xml`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportMetadata {
+    pub created_ts: i64,
+    pub gim_schema_version: String,
+    pub gim_version: String,
+    pub hwm_from: HighWaterMark,
+    pub hwm_to: HighWaterMark,
+    pub max_data_ts: i64,
+    // Extras beyond the Genesys format; all optional when reading.
+    /// The previous export's `max-data-ts` (or the chain's start): the window is (from, max-data-ts].
+    pub max_data_ts_from: Option<i64>,
+    pub chunk_seconds: Option<i64>,
+    pub start_ts: Option<i64>,
+    pub audit_keys: Option<AuditKeySet>,
+    pub pending_audit_keys: Option<AuditKeySet>,
+    pub tables: Vec<TableSummary>,
+}
+
+impl ExportMetadata {
+    pub fn name(&self) -> ExportName {
+        ExportName {
+            hwm_to: self.hwm_to.audit_key,
+            max_data_ts: self.max_data_ts,
+        }
+    }
+
+    /// The XML text: deterministic, two-space indented, UTF-8, with a trailing newline.
+    pub fn to_xml(&self) -> String {
+        let mut w = quick_xml::Writer::new_with_indent(Vec::new(), b' ', 2);
+        // Writing into a Vec cannot fail.
+        let _ = w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)));
+        let _ = w.write_event(Event::Start(BytesStart::new("info")));
+        let text = |w: &mut quick_xml::Writer<Vec<u8>>, tag: &str, value: &str| {
+            let _ = w.write_event(Event::Start(BytesStart::new(tag)));
+            let _ = w.write_event(Event::Text(BytesText::new(value)));
+            let _ = w.write_event(Event::End(BytesEnd::new(tag)));
+        };
+        let hwm = |w: &mut quick_xml::Writer<Vec<u8>>, tag: &str, h: HighWaterMark| {
+            let mut e = BytesStart::new(tag);
+            e.push_attribute(("audit-key", h.audit_key.to_string().as_str()));
+            e.push_attribute(("created-ts", h.created_ts.to_string().as_str()));
+            let _ = w.write_event(Event::Empty(e));
+        };
+        text(&mut w, "created-ts", &self.created_ts.to_string());
+        text(&mut w, "gim-schema-version", &self.gim_schema_version);
+        text(&mut w, "gim-version", &self.gim_version);
+        hwm(&mut w, "hwm-from", self.hwm_from);
+        hwm(&mut w, "hwm-to", self.hwm_to);
+        text(&mut w, "max-data-ts", &self.max_data_ts.to_string());
+        if let Some(v) = self.max_data_ts_from {
+            text(&mut w, "max-data-ts-from", &v.to_string());
+        }
+        if let Some(v) = self.chunk_seconds {
+            text(&mut w, "chunk-size-seconds", &v.to_string());
+        }
+        if let Some(v) = self.start_ts {
+            text(&mut w, "start-ts", &v.to_string());
+        }
+        if let Some(v) = &self.audit_keys {
+            text(&mut w, "audit-keys", &v.to_string());
+        }
+        if let Some(v) = &self.pending_audit_keys {
+            text(&mut w, "pending-audit-keys", &v.to_string());
+        }
+        let _ = w.write_event(Event::Start(BytesStart::new("tables")));
+        for t in &self.tables {
+            let mut e = BytesStart::new("table");
+            e.push_attribute(("name", t.name.as_str()));
+            e.push_attribute(("file", t.file.as_str()));
+            e.push_attribute(("rows", t.rows.to_string().as_str()));
+            e.push_attribute(("bytes", t.bytes.to_string().as_str()));
+            e.push_attribute(("sha1", t.sha1.as_str()));
+            let _ = w.write_event(Event::Empty(e));
+        }
+        let _ = w.write_event(Event::End(BytesEnd::new("tables")));
+        let _ = w.write_event(Event::End(BytesEnd::new("info")));
+        let mut out = String::from_utf8(w.into_inner()).expect("quick-xml writes UTF-8");
+        out.push('\n');
+        out
+    }
+
+    /// Reads `extracted.xml`. Unknown elements are ignored; the Genesys fields are required.
+    pub fn from_xml(text: &str, file: &str) -> Result<ExportMetadata, FormatError> {
+        let err = |reason: String| FormatError::Xml {
+            file: file.to_string(),
+            reason,
+        };
+        let mut reader = quick_xml::Reader::from_str(text);
+        reader.config_mut().trim_text(true);
+        let mut path: Vec<String> = Vec::new();
+        let mut fields: std::collections::HashMap<String, String> = Default::default();
+        let mut hwms: std::collections::HashMap<String, HighWaterMark> = Default::default();
+        let mut tables = Vec::new();
+        let mut saw_info_end = false;
+
+        let attrs = |e: &BytesStart| -> Result<std::collections::HashMap<String, String>, String> {
+            let mut m = std::collections::HashMap::new();
+            for a in e.attributes() {
+                let a = a.map_err(|e| e.to_string())?;
+                let k = String::from_utf8_lossy(a.key.as_ref()).into_owned();
+                let v = a.unescape_value().map_err(|e| e.to_string())?.into_owned();
+                m.insert(k, v);
+            }
+            Ok(m)
+        };
+        let int = |m: &std::collections::HashMap<String, String>, k: &str, tag: &str| {
+            m.get(k)
+                .ok_or_else(|| format!("<{tag}> has no {k} attribute"))?
+                .parse::<i64>()
+                .map_err(|_| format!("<{tag}> {k} is not an integer"))
+        };
+
+        loop {
+            let ev = reader
+                .read_event()
+                .map_err(|e| err(format!("at byte {}: {e}", reader.buffer_position())))?;
+            let (e, opens) = match ev {
+                Event::Start(e) => (e, true),
+                Event::Empty(e) => (e, false),
+                Event::Text(t) => {
+                    if path.len() == 2 {
+                        let v = t.unescape().map_err(|e| err(e.to_string()))?.into_owned();
+                        fields.insert(path[1].clone(), v);
+                    }
+                    continue;
+                }
+                Event::End(_) => {
+                    if path.len() == 1 {
+                        saw_info_end = true;
+                    }
+                    path.pop();
+                    continue;
+                }
+                Event::Eof => break,
+                _ => continue,
+            };
+            let tag = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+            if path.is_empty() && tag != "info" {
+                return Err(err(format!("the root element is <{tag}>, not <info>")));
+            }
+            match (path.len(), tag.as_str()) {
+                (1, "hwm-from") | (1, "hwm-to") => {
+                    let m = attrs(&e).map_err(err)?;
+                    let h = HighWaterMark {
+                        audit_key: int(&m, "audit-key", &tag).map_err(err)?,
+                        created_ts: int(&m, "created-ts", &tag).map_err(err)?,
+                    };
+                    hwms.insert(tag.clone(), h);
+                }
+                (2, "table") if path[1] == "tables" => {
+                    let m = attrs(&e).map_err(err)?;
+                    let get = |k: &str| {
+                        m.get(k)
+                            .cloned()
+                            .ok_or_else(|| format!("<table> has no {k} attribute"))
+                    };
+                    let num = |k: &str| {
+                        get(k)?
+                            .parse::<u64>()
+                            .map_err(|_| format!("<table> {k} is not a count"))
+                    };
+                    tables.push(TableSummary {
+                        name: get("name").map_err(err)?,
+                        file: get("file").map_err(err)?,
+                        rows: num("rows").map_err(err)?,
+                        bytes: num("bytes").map_err(err)?,
+                        sha1: get("sha1").map_err(err)?,
+                    });
+                }
+                _ => {}
+            }
+            if opens {
+                path.push(tag);
+            }
+        }
+        if !saw_info_end {
+            return Err(err("the document ends before </info>".into()));
+        }
+        let req = |k: &str| {
+            fields
+                .get(k)
+                .cloned()
+                .ok_or_else(|| err(format!("<{k}> is missing")))
+        };
+        let req_int = |k: &str| {
+            req(k)?
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| err(format!("<{k}> is not an integer")))
+        };
+        let opt_int = |k: &str| -> Result<Option<i64>, FormatError> {
+            fields
+                .get(k)
+                .map(|v| {
+                    v.trim()
+                        .parse::<i64>()
+                        .map_err(|_| err(format!("<{k}> is not an integer")))
+                })
+                .transpose()
+        };
+        let opt_keys = |k: &str| -> Result<Option<AuditKeySet>, FormatError> {
+            fields
+                .get(k)
+                .map(|v| v.parse::<AuditKeySet>().map_err(|e| err(e.to_string())))
+                .transpose()
+        };
+        let hwm = |k: &str| {
+            hwms.get(k)
+                .copied()
+                .ok_or_else(|| err(format!("<{k}> is missing")))
+        };
+        Ok(ExportMetadata {
+            created_ts: req_int("created-ts")?,
+            gim_schema_version: req("gim-schema-version")?,
+            gim_version: req("gim-version")?,
+            hwm_from: hwm("hwm-from")?,
+            hwm_to: hwm("hwm-to")?,
+            max_data_ts: req_int("max-data-ts")?,
+            max_data_ts_from: opt_int("max-data-ts-from")?,
+            chunk_seconds: opt_int("chunk-size-seconds")?,
+            start_ts: opt_int("start-ts")?,
+            audit_keys: opt_keys("audit-keys")?,
+            pending_audit_keys: opt_keys("pending-audit-keys")?,
+            tables,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ExportMetadata {
+        ExportMetadata {
+            created_ts: 1521091600,
+            gim_schema_version: "8.5.009.15".into(),
+            gim_version: "gim-export 0.1.0".into(),
+            hwm_from: HighWaterMark {
+                audit_key: 13,
+                created_ts: 1520919983,
+            },
+            hwm_to: HighWaterMark {
+                audit_key: 200074,
+                created_ts: 1520995485,
+            },
+            max_data_ts: 1521006157,
+            max_data_ts_from: Some(1520919000),
+            chunk_seconds: Some(86400),
+            start_ts: None,
+            audit_keys: Some("14-200074".parse().unwrap()),
+            pending_audit_keys: Some(AuditKeySet::new()),
+            tables: vec![TableSummary {
+                name: "interaction_fact".into(),
+                file: "interaction_fact.csv".into(),
+                rows: 3,
+                bytes: 120,
+                sha1: "da39a3ee5e6b4b0d3255bfef95601890afd80709".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn folder_names_pad_and_parse_back() {
+        let n = ExportName {
+            hwm_to: 200074,
+            max_data_ts: 1521006157,
+        };
+        assert_eq!(n.folder(), "export_0000000000000200074_2018_03_14_05_42_37");
+        assert_eq!(ExportName::parse(&n.folder()), Some(n));
+        assert_eq!(ExportName::parse("export_200074_2018_03_14_05_42_37"), None);
+        assert_eq!(
+            ExportName::parse("export_0000000000000200074_2018_03_14"),
+            None
+        );
+        assert_eq!(ExportName::parse("other"), None);
+        let later = ExportName {
+            hwm_to: 1_000_000,
+            max_data_ts: 1,
+        };
+        assert!(later.folder() > n.folder());
+    }
+
+    #[test]
+    fn xml_round_trips_and_reads_the_vendor_example() {
+        let m = sample();
+        let xml = m.to_xml();
+        assert!(xml.contains("<hwm-from audit-key=\"13\" created-ts=\"1520919983\"/>"));
+        assert_eq!(ExportMetadata::from_xml(&xml, "x").unwrap(), m);
+
+        let vendor = "<info>\n<created-ts>1521091600</created-ts>\n<gim-schema-version>8.5.009.15</gim-schema-version>\n<gim-version>8.5.009.20</gim-version>\n<hwm-from audit-key=\"13\" created-ts=\"1520919983\"/>\n<hwm-to audit-key=\"200074\" created-ts=\"1520995485\"/>\n<max-data-ts>1521006157</max-data-ts>\n</info>";
+        let v = ExportMetadata::from_xml(vendor, "vendor").unwrap();
+        assert_eq!(v.hwm_to.audit_key, 200074);
+        assert_eq!(v.chunk_seconds, None);
+        assert!(v.tables.is_empty());
+    }
+
+    #[test]
+    fn xml_errors_name_the_file_and_the_field() {
+        let xml = sample().to_xml();
+        let truncated = &xml[..xml.len() / 2];
+        let e = ExportMetadata::from_xml(truncated, "export_1.extracted.xml").unwrap_err();
+        assert!(e.to_string().contains("export_1.extracted.xml"), "{e}");
+        let missing = xml.replace("<max-data-ts>1521006157</max-data-ts>", "");
+        let e = ExportMetadata::from_xml(&missing, "f.xml").unwrap_err();
+        assert!(e.to_string().contains("<max-data-ts> is missing"), "{e}");
+    }
+
+    #[test]
+    fn csv_fields_quote_like_postgres() {
+        let rec = csv_record(&["1", "a,b", "say \"hi\"", "line\nbreak", "", " x ", "é"]);
+        assert_eq!(
+            String::from_utf8(rec).unwrap(),
+            "1,\"a,b\",\"say \"\"hi\"\"\",\"line\nbreak\",, x ,é\n"
+        );
+    }
+
+    #[test]
+    fn sha1_lines() {
+        let line = sha1_line("da39a3ee5e6b4b0d3255bfef95601890afd80709", "a.csv");
+        assert_eq!(line, "da39a3ee5e6b4b0d3255bfef95601890afd80709  a.csv\n");
+        let (d, f) = parse_sha1_line(&line, "a.csv.sha1").unwrap();
+        assert_eq!(
+            (d.as_str(), f.as_str()),
+            ("da39a3ee5e6b4b0d3255bfef95601890afd80709", "a.csv")
+        );
+        assert!(parse_sha1_line("zz  a.csv", "f").is_err());
+    }
+
+    #[test]
+    fn entry_names_must_be_plain_files() {
+        assert!(is_safe_entry_name("interaction_fact.csv"));
+        for bad in [
+            "../x.csv",
+            "a/b.csv",
+            "/etc/passwd",
+            "a\\b.csv",
+            "",
+            "..",
+            ".hidden",
+            "a b.csv",
+        ] {
+            assert!(!is_safe_entry_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The output directory: published export folders, the lock that keeps runs apart, staging folders of
+//! interrupted runs, and the chain state that the next export starts from.
+//!
+//! ```text
+//! output/
+//!   export_..._2024_01_01_23_59_00/   published folders (whole, or absent)
+//!   .gim-export.lock                   held (flock) by the running export
+//!   .gim-export.state                  copy of the last published extracted.xml
+//!   .staging-export_.../               an export being written; removed if a run died
+//! ```
+//!
+//! The newest published folder is the truth. The state file is a copy that lets the chain go on when
+//! folders were moved away (by `--on-publish`, retention, or the receiver).
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::format::{ExportMetadata, ExportName};
+use crate::package;
+
+pub const LOCK_FILE: &str = ".gim-export.lock";
+pub const STATE_FILE: &str = ".gim-export.state";
+const STAGING_PREFIX: &str = ".staging-";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("output path {0} exists and is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("another gim-export run holds the lock on {0}")]
+    Locked(PathBuf),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {reason}")]
+    BadState { path: PathBuf, reason: String },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> OutputError + '_ {
+    move |source| OutputError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// An output directory (it may not exist yet).
+#[derive(Clone, Debug)]
+pub struct OutputDir {
+    path: PathBuf,
+}
+
+/// Held while a run works on the directory; released on drop.
+pub struct OutputLock {
+    _file: File,
+}
+
+impl OutputDir {
+    /// Checks that `path` is a directory or absent; nothing is created.
+    pub fn new(path: &Path) -> Result<OutputDir, OutputError> {
+        if path.exists() && !path.is_dir() {
+            return Err(OutputError::NotADirectory(path.to_path_buf()));
+        }
+        Ok(OutputDir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates the directory if needed and takes the lock, or fails at once if another run holds it.
+    pub fn lock(&self) -> Result<OutputLock, OutputError> {
+        fs::create_dir_all(&self.path).map_err(io_at(&self.path))?;
+        let lock_path = self.path.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_at(&lock_path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(OutputError::Locked(self.path.clone())),
+            Err(TryLockError::Error(e)) => return Err(io_at(&lock_path)(e)),
+        }
+        // Who holds it, for `status` and for the admin who looks.
+        let _ = file.set_len(0);
+        let _ = writeln!(
+            file,
+            "pid={} started={}",
+            std::process::id(),
+            chrono::Utc::now().to_rfc3339()
+        );
+        Ok(OutputLock { _file: file })
+    }
+
+    /// True when another process holds the lock right now.
+    pub fn is_locked(&self) -> bool {
+        let Ok(file) = File::open(self.path.join(LOCK_FILE)) else {
+            return false;
+        };
+        matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))
+    }
+
+    /// Removes staging folders left by runs that died. Needs the lock.
+    pub fn clean_staging(&self, _lock: &OutputLock) -> Result<Vec<String>, OutputError> {
+        let mut removed = Vec::new();
+        for entry in fs::read_dir(&self.path).map_err(io_at(&self.path))? {
+            let entry = entry.map_err(io_at(&self.path))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(STAGING_PREFIX) || (name.starts_with('.') && name.ends_with(".tmp"))
+            {
+                let p = entry.path();
+                if p.is_dir() {
+                    fs::remove_dir_all(&p).map_err(io_at(&p))?;
+                } else {
+                    fs::remove_file(&p).map_err(io_at(&p))?;
+                }
+                removed.push(name);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Published export folders, in name (= export) order.
+    pub fn exports(&self) -> Result<Vec<(ExportName, PathBuf)>, OutputError> {
+        list_exports(&self.path)
+    }
+
+    /// The metadata of the newest export of the chain: the newest folder, or the state file when
+    /// that records a newer one. `None` for a fresh directory.
+    pub fn latest(&self) -> Result<Option<ExportMetadata>, OutputError> {
+        let newest_folder = self.exports()?.pop();
+        let state_path = self.path.join(STATE_FILE);
+        let from_state = match fs::read_to_string(&state_path) {
+            Ok(text) => Some(
+                ExportMetadata::from_xml(&text, &state_path.display().to_string()).map_err(
+                    |e| OutputError::BadState {
+                        path: state_path.clone(),
+                        reason: e.to_string(),
+                    },
+                )?,
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_at(&state_path)(e)),
+        };
+        match (newest_folder, from_state) {
+            (None, state) => Ok(state),
+            (Some((name, _)), Some(state)) if state.name() >= name => Ok(Some(state)),
+            (Some((name, dir)), _) => {
+                let xml = dir.join(name.xml_file());
+                let text = fs::read_to_string(&xml).map_err(io_at(&xml))?;
+                ExportMetadata::from_xml(&text, &xml.display().to_string())
+                    .map(Some)
+                    .map_err(|e| OutputError::BadState {
+                        path: xml,
+                        reason: e.to_string(),
+                    })
+            }
+        }
+    }
+
+    /// Records `meta` as the chain's newest export (after its folder is published).
+    pub fn record_state(&self, meta: &ExportMetadata) -> Result<(), OutputError> {
+        let p = self.path.join(STATE_FILE);
+        package::replace_file(&p, meta.to_xml().as_bytes()).map_err(io_at(&p))
+    }
+
+    /// A fresh, empty staging folder for `name`.
+    pub fn staging(&self, name: &ExportName) -> Result<PathBuf, OutputError> {
+        let p = self.path.join(format!("{STAGING_PREFIX}{}", name.folder()));
+        if p.exists() {
+            fs::remove_dir_all(&p).map_err(io_at(&p))?;
+        }
+        fs::create_dir(&p).map_err(io_at(&p))?;
+        Ok(p)
+    }
+
+    /// Moves a finished staging folder into place: one rename, then an fsync of the directory.
+    pub fn publish(&self, staging: &Path, name: &ExportName) -> Result<PathBuf, OutputError> {
+        let target = self.path.join(name.folder());
+        if target.exists() {
+            return Err(OutputError::BadState {
+                path: target,
+                reason: "an export folder of this name already exists".into(),
+            });
+        }
+        fs::rename(staging, &target).map_err(io_at(&target))?;
+        package::sync_dir(&self.path).map_err(io_at(&self.path))?;
+        package::checkpoint();
+        Ok(target)
+    }
+}
+
+/// Export folders directly inside `dir`, sorted by name.
+pub fn list_exports(dir: &Path) -> Result<Vec<(ExportName, PathBuf)>, OutputError> {
+    let mut out = Vec::new();
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_at(dir)(e)),
+    };
+    for entry in rd {
+        let entry = entry.map_err(io_at(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(n) = ExportName::parse(&name) {
+            if entry.path().is_dir() {
+                out.push((n, entry.path()));
+            }
+        }
+    }
+    out.sort_by_key(|(n, _)| n.folder());
+    Ok(out)
+}

@@ -1,0 +1,255 @@
+//! Writing an export folder to disk: table CSVs compressed as they stream, the zip, its checksum and
+//! the metadata, each fsync'd, in a staging directory that is renamed into place in one step.
+//!
+//! The zip is deterministic: entries sorted by name, fixed timestamps (the export's `max-data-ts`),
+//! fixed permissions, one compression level. Each table is compressed on its own thread into a
+//! one-entry "part" zip; the parts are then copied, still compressed, into the final zip.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use tokio::sync::mpsc;
+use zip::write::SimpleFileOptions;
+use zip::{CompressionMethod, ZipArchive, ZipWriter};
+
+use crate::format::{self, ExportMetadata, ExportName, HashingWriter, TableSummary};
+
+/// Environment variable for crash tests only: the process aborts at the Nth write checkpoint.
+pub const ABORT_AFTER_ENV: &str = "GIM_EXPORT_TEST_ABORT_AFTER_WRITES";
+static CHECKPOINTS: AtomicU64 = AtomicU64::new(0);
+
+/// Marks one completed write; under [`ABORT_AFTER_ENV`] the process dies here, as a crash would.
+pub fn checkpoint() {
+    let n = CHECKPOINTS.fetch_add(1, Ordering::SeqCst) + 1;
+    if let Ok(limit) = std::env::var(ABORT_AFTER_ENV) {
+        if limit.parse::<u64>().is_ok_and(|l| n >= l) {
+            eprintln!("gim-export: test abort at write checkpoint {n}");
+            std::process::abort();
+        }
+    }
+}
+
+/// How entries are written into the zip.
+#[derive(Clone, Copy, Debug)]
+pub struct ZipStyle {
+    pub level: i64,
+    pub time: zip::DateTime,
+}
+
+impl ZipStyle {
+    /// Entries dated at `ts` (UTC), compressed at `level` (1 fastest .. 9 smallest).
+    pub fn new(level: i64, ts: i64) -> ZipStyle {
+        let t = DateTime::<Utc>::from_timestamp(ts, 0).unwrap_or_default();
+        let time = zip::DateTime::from_date_and_time(
+            t.year().clamp(1980, 2107) as u16,
+            t.month() as u8,
+            t.day() as u8,
+            t.hour() as u8,
+            t.minute() as u8,
+            t.second() as u8,
+        )
+        .unwrap_or_default();
+        ZipStyle { level, time }
+    }
+    fn options(&self, compress: bool) -> SimpleFileOptions {
+        let o = SimpleFileOptions::default()
+            .last_modified_time(self.time)
+            .unix_permissions(0o644);
+        if compress {
+            o.compression_method(CompressionMethod::Deflated)
+                .compression_level(Some(self.level))
+                .large_file(true)
+        } else {
+            o.compression_method(CompressionMethod::Stored)
+        }
+    }
+}
+
+/// One table's CSV, compressed into a part file.
+#[derive(Clone, Debug)]
+pub struct TablePart {
+    pub summary: TableSummary,
+    pub part_path: PathBuf,
+}
+
+/// Counts CSV records in a byte stream: newlines outside quoted fields.
+#[derive(Default)]
+struct RecordCounter {
+    in_quotes: bool,
+    records: u64,
+}
+
+impl RecordCounter {
+    fn feed(&mut self, buf: &[u8]) {
+        for &b in buf {
+            if b == b'"' {
+                self.in_quotes = !self.in_quotes;
+            } else if b == b'\n' && !self.in_quotes {
+                self.records += 1;
+            }
+        }
+    }
+}
+
+/// Receives a table's CSV chunks and writes them, header first, into a one-entry zip at `part_path`,
+/// hashing as the bytes pass. Blocking: run it on its own thread. Returns `None` for a table with
+/// no rows (the part file is removed).
+pub fn write_table_part(
+    mut chunks: mpsc::Receiver<Bytes>,
+    table: &str,
+    header: &[String],
+    part_path: &Path,
+    style: ZipStyle,
+) -> io::Result<Option<TablePart>> {
+    let file_name = format::csv_file_name(table);
+    let file = File::create(part_path).map_err(|e| with_path(e, part_path))?;
+    let mut zip = ZipWriter::new(BufWriter::with_capacity(256 * 1024, file));
+    zip.start_file(file_name.as_str(), style.options(true))
+        .map_err(zip_io)?;
+    let mut out = HashingWriter::new(zip);
+    out.write_all(&format::csv_record(header))?;
+    let mut counter = RecordCounter::default();
+    while let Some(chunk) = chunks.blocking_recv() {
+        counter.feed(&chunk);
+        out.write_all(&chunk)?;
+        checkpoint();
+    }
+    let (zip, sha1, bytes) = out.finish();
+    let rows = counter.records;
+    let writer = zip.finish().map_err(zip_io)?;
+    let file = writer.into_inner().map_err(|e| e.into_error())?;
+    if rows == 0 {
+        drop(file);
+        fs::remove_file(part_path).map_err(|e| with_path(e, part_path))?;
+        return Ok(None);
+    }
+    file.sync_all()?;
+    checkpoint();
+    Ok(Some(TablePart {
+        summary: TableSummary {
+            name: table.to_ascii_lowercase(),
+            file: file_name,
+            rows,
+            bytes,
+            sha1,
+        },
+        part_path: part_path.to_path_buf(),
+    }))
+}
+
+/// Writes `export_XXX.zip`, `.zip.sha1` and `.extracted.xml` into `staging` from the parts (sorted by
+/// table name in `meta.tables`), fsyncs them, and removes the part files.
+pub fn write_folder(
+    staging: &Path,
+    name: &ExportName,
+    parts: &[TablePart],
+    meta: &ExportMetadata,
+    style: ZipStyle,
+) -> io::Result<()> {
+    let zip_path = staging.join(name.zip_file());
+    let file = File::create(&zip_path).map_err(|e| with_path(e, &zip_path))?;
+    let mut zip = ZipWriter::new(BufWriter::with_capacity(256 * 1024, file));
+    let mut sorted: Vec<&TablePart> = parts.iter().collect();
+    sorted.sort_by(|a, b| a.summary.file.cmp(&b.summary.file));
+    for part in sorted {
+        let mut archive = ZipArchive::new(File::open(&part.part_path)?).map_err(zip_io)?;
+        let entry = archive.by_index_raw(0).map_err(zip_io)?;
+        zip.raw_copy_file(entry).map_err(zip_io)?;
+        let sha_name = format!("{}.sha1", part.summary.file);
+        zip.start_file(sha_name.as_str(), style.options(false))
+            .map_err(zip_io)?;
+        zip.write_all(format::sha1_line(&part.summary.sha1, &part.summary.file).as_bytes())?;
+    }
+    let file = zip
+        .finish()
+        .map_err(zip_io)?
+        .into_inner()
+        .map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    drop(file);
+    checkpoint();
+
+    let zip_sha1 = sha1_of_file(&zip_path)?;
+    write_synced(
+        &staging.join(name.zip_sha1_file()),
+        format::sha1_line(&zip_sha1, &name.zip_file()).as_bytes(),
+    )?;
+    write_synced(&staging.join(name.xml_file()), meta.to_xml().as_bytes())?;
+    for part in parts {
+        fs::remove_file(&part.part_path).map_err(|e| with_path(e, &part.part_path))?;
+    }
+    sync_dir(staging)?;
+    Ok(())
+}
+
+/// The SHA-1 (hex) of a file's bytes.
+pub fn sha1_of_file(path: &Path) -> io::Result<String> {
+    let mut f = File::open(path).map_err(|e| with_path(e, path))?;
+    let mut h = HashingWriter::new(io::sink());
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.write_all(&buf[..n])?;
+    }
+    Ok(h.finish().1)
+}
+
+/// Writes a whole file and fsyncs it.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = File::create(path).map_err(|e| with_path(e, path))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    checkpoint();
+    Ok(())
+}
+
+/// Replaces `path` atomically: write a temporary file beside it, fsync, rename, fsync the directory.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    write_synced(&tmp, bytes)?;
+    fs::rename(&tmp, path).map_err(|e| with_path(e, path))?;
+    sync_dir(dir)
+}
+
+/// fsync on a directory, so that a rename inside it survives a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| with_path(e, dir))
+}
+
+/// An I/O error that names its path.
+pub fn with_path(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+fn zip_io(e: zip::result::ZipError) -> io::Error {
+    match e {
+        zip::result::ZipError::Io(e) => e,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_counter_ignores_newlines_in_quotes() {
+        let mut c = RecordCounter::default();
+        c.feed(b"1,\"a\nb\",x\n2,\"say \"\"hi");
+        c.feed(b"\"\"\n\",y\n");
+        assert_eq!(c.records, 2);
+    }
+}

@@ -1,0 +1,340 @@
+//! Checking export folders as a receiver would: checksums, metadata, entry names, the hwm chain and
+//! the span of each window. Every problem is reported with the folder's name; nothing stops at the
+//! first one. The loader runs the same checks before it applies a folder.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use crate::format::{self, ExportMetadata, ExportName, HashingWriter};
+use crate::outdir;
+use crate::window::DEFAULT_CHUNK_SECONDS;
+
+/// Verification found problems (the details were reported already).
+#[derive(Debug, thiserror::Error)]
+#[error("verification failed: {problems} problem(s) in {folders} export folder(s)")]
+pub struct VerifyFailed {
+    pub problems: usize,
+    pub folders: usize,
+}
+
+/// What one folder holds and what is wrong with it.
+#[derive(Debug, Default)]
+pub struct FolderCheck {
+    pub folder: String,
+    pub path: PathBuf,
+    pub meta: Option<ExportMetadata>,
+    /// Rows per CSV (lower-case table name), counted from the data.
+    pub rows: BTreeMap<String, u64>,
+    pub problems: Vec<String>,
+}
+
+impl FolderCheck {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Checks one export folder on its own (not its place in the chain).
+pub fn check_folder(path: &Path) -> FolderCheck {
+    let folder = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    let mut check = FolderCheck {
+        folder: folder.clone(),
+        path: path.to_path_buf(),
+        ..Default::default()
+    };
+    let Some(name) = ExportName::parse(&folder) else {
+        check.problems.push(
+            "not an export folder name (export_<19-digit audit key>_YYYY_MM_DD_HH_MI_SS)".into(),
+        );
+        return check;
+    };
+
+    // extracted.xml
+    let xml_path = path.join(name.xml_file());
+    match fs::read_to_string(&xml_path) {
+        Ok(text) => match ExportMetadata::from_xml(&text, &name.xml_file()) {
+            Ok(meta) => {
+                if meta.name() != name {
+                    check.problems.push(format!(
+                        "{}: hwm-to {} and max-data-ts {} give the name {}, not this folder's",
+                        name.xml_file(),
+                        meta.hwm_to.audit_key,
+                        meta.max_data_ts,
+                        meta.name().folder()
+                    ));
+                }
+                check.meta = Some(meta);
+            }
+            Err(e) => check.problems.push(e.to_string()),
+        },
+        Err(e) => check
+            .problems
+            .push(format!("{}: cannot read: {e}", name.xml_file())),
+    }
+
+    // export_XXX.zip.sha1 against the zip
+    let zip_path = path.join(name.zip_file());
+    let sha_path = path.join(name.zip_sha1_file());
+    match fs::read_to_string(&sha_path) {
+        Ok(text) => match format::parse_sha1_line(&text, &name.zip_sha1_file()) {
+            Ok((digest, file)) => {
+                if file != name.zip_file() {
+                    check.problems.push(format!(
+                        "{}: names {file}, not {}",
+                        name.zip_sha1_file(),
+                        name.zip_file()
+                    ));
+                }
+                match crate::package::sha1_of_file(&zip_path) {
+                    Ok(actual) if actual == digest => {}
+                    Ok(actual) => check.problems.push(format!(
+                        "{}: checksum mismatch (file {actual}, expected {digest}): the zip is damaged or incomplete",
+                        name.zip_file()
+                    )),
+                    Err(e) => check
+                        .problems
+                        .push(format!("{}: cannot read: {e}", name.zip_file())),
+                }
+            }
+            Err(e) => check.problems.push(e.to_string()),
+        },
+        Err(e) => check
+            .problems
+            .push(format!("{}: cannot read: {e}", name.zip_sha1_file())),
+    }
+
+    if zip_path.is_file() {
+        check_zip(&zip_path, &name, &mut check);
+    }
+
+    // The window's span.
+    if let Some(meta) = &check.meta {
+        if let Some(from) = meta.max_data_ts_from {
+            let chunk = meta.chunk_seconds.unwrap_or(DEFAULT_CHUNK_SECONDS);
+            if meta.max_data_ts < from {
+                check.problems.push(format!(
+                    "max-data-ts {} is before max-data-ts-from {from}",
+                    meta.max_data_ts
+                ));
+            } else if meta.max_data_ts - from > chunk {
+                check.problems.push(format!(
+                    "the export spans {} s of data, more than its chunk size {chunk} s",
+                    meta.max_data_ts - from
+                ));
+            }
+        }
+    }
+    check
+}
+
+/// Checks the zip's entries: safe names, every CSV beside its `.sha1`, and the checksums.
+fn check_zip(zip_path: &Path, name: &ExportName, check: &mut FolderCheck) {
+    let zip_name = name.zip_file();
+    let file = match File::open(zip_path) {
+        Ok(f) => f,
+        Err(e) => {
+            check.problems.push(format!("{zip_name}: cannot open: {e}"));
+            return;
+        }
+    };
+    let mut archive = match zip::ZipArchive::new(io::BufReader::new(file)) {
+        Ok(a) => a,
+        Err(e) => {
+            check
+                .problems
+                .push(format!("{zip_name}: not a readable zip: {e}"));
+            return;
+        }
+    };
+    let mut csv_sha: BTreeMap<String, String> = BTreeMap::new();
+    let mut sha_files: BTreeMap<String, String> = BTreeMap::new();
+    for i in 0..archive.len() {
+        let mut entry = match archive.by_index(i) {
+            Ok(e) => e,
+            Err(e) => {
+                check.problems.push(format!("{zip_name}: entry {i}: {e}"));
+                continue;
+            }
+        };
+        let entry_name = match entry.name() {
+            Ok(n) => n.to_string(),
+            Err(e) => {
+                check.problems.push(format!("{zip_name}: entry {i}: {e}"));
+                continue;
+            }
+        };
+        if !format::is_safe_entry_name(&entry_name) {
+            check.problems.push(format!(
+                "{zip_name}: entry {entry_name:?} is not a plain file name (paths are refused)"
+            ));
+            continue;
+        }
+        if let Some(csv) = entry_name.strip_suffix(".sha1") {
+            let mut text = String::new();
+            if let Err(e) = entry.read_to_string(&mut text) {
+                check
+                    .problems
+                    .push(format!("{zip_name}: {entry_name}: {e}"));
+                continue;
+            }
+            match format::parse_sha1_line(&text, &entry_name) {
+                Ok((digest, file)) if file == csv => {
+                    sha_files.insert(csv.to_string(), digest);
+                }
+                Ok((_, file)) => check
+                    .problems
+                    .push(format!("{zip_name}: {entry_name} names {file}, not {csv}")),
+                Err(e) => check.problems.push(format!("{zip_name}: {e}")),
+            }
+        } else if entry_name.ends_with(".csv") {
+            let mut h = HashingWriter::new(RecordCount::default());
+            if let Err(e) = io::copy(&mut entry, &mut h) {
+                check
+                    .problems
+                    .push(format!("{zip_name}: {entry_name}: cannot decompress: {e}"));
+                continue;
+            }
+            let (counter, digest, _) = h.finish();
+            if counter.records == 0 {
+                check
+                    .problems
+                    .push(format!("{zip_name}: {entry_name} has no header line"));
+            }
+            let table = entry_name.trim_end_matches(".csv").to_string();
+            check.rows.insert(table, counter.records.saturating_sub(1));
+            csv_sha.insert(entry_name, digest);
+        } else {
+            check
+                .problems
+                .push(format!("{zip_name}: unexpected entry {entry_name:?}"));
+        }
+    }
+    for (csv, digest) in &csv_sha {
+        match sha_files.get(csv) {
+            None => check
+                .problems
+                .push(format!("{zip_name}: {csv} has no {csv}.sha1")),
+            Some(expected) if expected != digest => check.problems.push(format!(
+                "{zip_name}: {csv}: checksum mismatch (data {digest}, {csv}.sha1 says {expected})"
+            )),
+            Some(_) => {}
+        }
+    }
+    for csv in sha_files.keys() {
+        if !csv_sha.contains_key(csv) {
+            check
+                .problems
+                .push(format!("{zip_name}: {csv}.sha1 has no {csv}"));
+        }
+    }
+    if let Some(meta) = &check.meta {
+        for t in &meta.tables {
+            match check.rows.get(&t.name) {
+                None => check.problems.push(format!(
+                    "{}: lists table {} but the zip has no {}",
+                    name.xml_file(),
+                    t.name,
+                    t.file
+                )),
+                Some(rows) if *rows != t.rows => check.problems.push(format!(
+                    "{}: table {} has {rows} rows, the metadata says {}",
+                    name.xml_file(),
+                    t.name,
+                    t.rows
+                )),
+                Some(_) => {}
+            }
+            if csv_sha.get(&t.file).is_some_and(|d| *d != t.sha1) {
+                check.problems.push(format!(
+                    "{}: table {} checksum differs from the metadata",
+                    name.xml_file(),
+                    t.name
+                ));
+            }
+        }
+    }
+}
+
+/// Counts CSV records (newlines outside quotes) in what is written to it.
+#[derive(Default)]
+struct RecordCount {
+    in_quotes: bool,
+    records: u64,
+}
+
+impl io::Write for RecordCount {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for &b in buf {
+            if b == b'"' {
+                self.in_quotes = !self.in_quotes;
+            } else if b == b'\n' && !self.in_quotes {
+                self.records += 1;
+            }
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Checks that each folder follows the one before: hwm-from equals the previous hwm-to, and the data
+/// window starts where the previous one ended. Problems are added to the later folder.
+pub fn check_chain(checks: &mut [FolderCheck]) {
+    for i in 1..checks.len() {
+        let (before, after) = checks.split_at_mut(i);
+        let prev = &before[i - 1];
+        let cur = &mut after[0];
+        let (Some(p), Some(c)) = (&prev.meta, &cur.meta) else {
+            continue;
+        };
+        if c.hwm_from != p.hwm_to {
+            cur.problems.push(format!(
+                "chain broken: hwm-from (audit key {}, created-ts {}) does not match hwm-to (audit key {}, created-ts {}) of {}: an export between audit keys {} and {} is missing",
+                c.hwm_from.audit_key,
+                c.hwm_from.created_ts,
+                p.hwm_to.audit_key,
+                p.hwm_to.created_ts,
+                prev.folder,
+                p.hwm_to.audit_key,
+                c.hwm_from.audit_key
+            ));
+        }
+        if let Some(from) = c.max_data_ts_from {
+            if from != p.max_data_ts {
+                cur.problems.push(format!(
+                    "chain broken: max-data-ts-from {from} does not match max-data-ts {} of {}",
+                    p.max_data_ts, prev.folder
+                ));
+            }
+        }
+    }
+}
+
+/// Checks `input`: one export folder, or a directory of them (in name order, chained).
+pub fn check_input(input: &Path) -> Result<Vec<FolderCheck>, outdir::OutputError> {
+    if !input.is_dir() {
+        return Err(outdir::OutputError::Io {
+            path: input.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no such directory"),
+        });
+    }
+    let own_name = input
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if ExportName::parse(&own_name).is_some() {
+        return Ok(vec![check_folder(input)]);
+    }
+    let mut checks: Vec<FolderCheck> = outdir::list_exports(input)?
+        .into_iter()
+        .map(|(_, p)| check_folder(&p))
+        .collect();
+    check_chain(&mut checks);
+    Ok(checks)
+}

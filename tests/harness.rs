@@ -1,0 +1,273 @@
+//! Test harness: a fresh directory per test, the real binary, real databases.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_gim-export"))
+}
+
+/// A temporary working directory; kept (and printed) when the test fails.
+pub struct Workdir {
+    dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    pub fn new(name: &str) -> Workdir {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("gim-export-{name}-"))
+            .tempdir()
+            .expect("temp dir");
+        Workdir { dir }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    /// `gim-export <args>` in this directory, with no GIM_EXPORT_* settings inherited.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.current_dir(self.path()).args(args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("GIM_EXPORT_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("GIM_EXPORT_LOG", "warn");
+        cmd
+    }
+    /// Runs and asserts the exit code, printing everything when it differs.
+    pub fn run_code(&self, cmd: &mut Command, code: i32) -> Output {
+        let out = cmd.output().expect("run gim-export");
+        if out.status.code() != Some(code) {
+            panic!(
+                "expected exit code {code}, got {:?}\ndir: {}\ncommand: {cmd:?}\n--- stdout\n{}\n--- stderr\n{}",
+                out.status.code(),
+                self.path().display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        out
+    }
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_code(&mut self.command(args), 0)
+    }
+    pub fn sqlite_url(&self, file: &str) -> String {
+        format!("sqlite://{}", self.join(file).display())
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A PostgreSQL database of its own on 127.0.0.1:5432, dropped at the end of the test.
+pub struct PgDb {
+    pub name: String,
+}
+
+static PG_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn psql(db: &str, sql: &str) -> Output {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "5432",
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qtAc",
+            sql,
+        ])
+        .output()
+        .expect("psql must be installed (make test installs it)");
+    if !out.status.success() {
+        panic!(
+            "PostgreSQL on 127.0.0.1:5432 refused `{sql}`: {} (make test starts the server; is it running?)",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+impl PgDb {
+    pub fn new(tag: &str) -> PgDb {
+        let name = format!(
+            "gimx_{tag}_{}_{}",
+            std::process::id(),
+            PG_COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        psql("postgres", &format!("DROP DATABASE IF EXISTS {name}"));
+        psql("postgres", &format!("CREATE DATABASE {name}"));
+        PgDb { name }
+    }
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+    pub fn sql(&self, sql: &str) -> String {
+        String::from_utf8_lossy(&psql(&self.name, sql).stdout)
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-qtAc",
+            ])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .output();
+    }
+}
+
+/// Every file below `dir` (relative path -> bytes), skipping dotfiles (locks, state, staging).
+pub fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if dir.exists() {
+        walk(dir, dir, &mut out);
+    }
+    out
+}
+
+/// Names of the export folders in `dir`, sorted.
+pub fn export_folders(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = match fs::read_dir(dir) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("export_"))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    v.sort();
+    v
+}
+
+/// Asserts two trees are byte-identical, naming the first difference.
+pub fn assert_same_tree(a: &BTreeMap<String, Vec<u8>>, b: &BTreeMap<String, Vec<u8>>, what: &str) {
+    let ka: Vec<_> = a.keys().collect();
+    let kb: Vec<_> = b.keys().collect();
+    assert_eq!(ka, kb, "{what}: different files");
+    for (k, v) in a {
+        assert!(v == &b[k], "{what}: {k} differs");
+    }
+}
+
+/// A tokio runtime for tests that call the library directly.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// One table's CSV from an export: header and records as strings.
+#[derive(Clone, Debug, Default)]
+pub struct CsvTable {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl CsvTable {
+    pub fn col(&self, name: &str) -> usize {
+        self.header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column {name}"))
+    }
+}
+
+/// Reads an export folder: its metadata and every table in its zip.
+pub fn read_folder(
+    dir: &Path,
+) -> (
+    gim_export::format::ExportMetadata,
+    BTreeMap<String, CsvTable>,
+) {
+    use std::io::Read;
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let xml = fs::read_to_string(dir.join(format!("{name}.extracted.xml"))).unwrap();
+    let meta = gim_export::format::ExportMetadata::from_xml(&xml, &name).unwrap();
+    let mut zip =
+        zip::ZipArchive::new(fs::File::open(dir.join(format!("{name}.zip"))).unwrap()).unwrap();
+    let mut tables = BTreeMap::new();
+    for i in 0..zip.len() {
+        let mut e = zip.by_index(i).unwrap();
+        let entry = e.name().unwrap().to_string();
+        let Some(table) = entry.strip_suffix(".csv") else {
+            continue;
+        };
+        let mut bytes = Vec::new();
+        e.read_to_end(&mut bytes).unwrap();
+        let mut r = csv::Reader::from_reader(&bytes[..]);
+        let header = r.headers().unwrap().iter().map(String::from).collect();
+        let rows = r
+            .records()
+            .map(|rec| rec.unwrap().iter().map(String::from).collect())
+            .collect();
+        tables.insert(table.to_string(), CsvTable { header, rows });
+    }
+    (meta, tables)
+}
+
+/// Every export folder of `dir`, read, in order.
+pub fn read_exports(
+    dir: &Path,
+) -> Vec<(
+    String,
+    gim_export::format::ExportMetadata,
+    BTreeMap<String, CsvTable>,
+)> {
+    export_folders(dir)
+        .into_iter()
+        .map(|f| {
+            let (m, t) = read_folder(&dir.join(&f));
+            (f, m, t)
+        })
+        .collect()
+}

@@ -1,0 +1,13 @@
+//! The integration tests: one binary, one module per area, all running the real `gim-export`
+//! binary or library against real SQLite files and a real PostgreSQL server.
+
+mod harness;
+
+mod bad_input;
+mod concurrency;
+mod crash;
+mod export_format;
+mod golden;
+mod out_of_order;
+mod property;
+mod sqlite_vs_postgres;
