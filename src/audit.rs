@@ -39,8 +39,14 @@ impl HighWaterMark {
 }
 
 /// A sorted set of audit keys, written as compact ranges: `1-5,7,9-12`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct AuditKeySet(BTreeSet<i64>);
+
+impl fmt::Debug for AuditKeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AuditKeySet({self})")
+    }
+}
 
 impl AuditKeySet {
     pub fn new() -> Self {

@@ -354,6 +354,10 @@ impl ExportMetadata {
             if path.is_empty() && tag != "info" {
                 return Err(err(format!("the root element is <{tag}>, not <info>")));
             }
+            if path.len() == 1 {
+                // An element with no text (`<x></x>` or `<x/>`) is present and empty.
+                fields.entry(tag.clone()).or_default();
+            }
             match (path.len(), tag.as_str()) {
                 (1, "hwm-from") | (1, "hwm-to") => {
                     let m = attrs(&e).map_err(err)?;

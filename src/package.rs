@@ -76,6 +76,53 @@ pub struct TablePart {
     pub part_path: PathBuf,
 }
 
+/// Hands bytes on in blocks of exactly `BLOCK` bytes (the last one shorter), however they arrive.
+///
+/// A deflate stream depends on how its input was split into writes; PostgreSQL delivers one row per
+/// message and SQLite our own buffers. Fixed blocks make the zip the same bytes from either source.
+struct FixedBlocks<W: Write> {
+    inner: W,
+    buf: Vec<u8>,
+}
+
+const BLOCK: usize = 128 * 1024;
+
+impl<W: Write> FixedBlocks<W> {
+    fn new(inner: W) -> Self {
+        FixedBlocks {
+            inner,
+            buf: Vec::with_capacity(BLOCK),
+        }
+    }
+    /// Writes what is buffered and returns the inner writer.
+    fn finish(mut self) -> io::Result<W> {
+        if !self.buf.is_empty() {
+            self.inner.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for FixedBlocks<W> {
+    fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
+        let n = data.len();
+        while !data.is_empty() {
+            let take = (BLOCK - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == BLOCK {
+                self.inner.write_all(&self.buf)?;
+                self.buf.clear();
+            }
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(()) // flushing would cut a block short; `finish` writes the rest
+    }
+}
+
 /// Counts CSV records in a byte stream: newlines outside quoted fields.
 #[derive(Default)]
 struct RecordCounter {
@@ -110,7 +157,7 @@ pub fn write_table_part(
     let mut zip = ZipWriter::new(BufWriter::with_capacity(256 * 1024, file));
     zip.start_file(file_name.as_str(), style.options(true))
         .map_err(zip_io)?;
-    let mut out = HashingWriter::new(zip);
+    let mut out = HashingWriter::new(FixedBlocks::new(zip));
     out.write_all(&format::csv_record(header))?;
     let mut counter = RecordCounter::default();
     while let Some(chunk) = chunks.blocking_recv() {
@@ -118,9 +165,9 @@ pub fn write_table_part(
         out.write_all(&chunk)?;
         checkpoint();
     }
-    let (zip, sha1, bytes) = out.finish();
+    let (blocks, sha1, bytes) = out.finish();
     let rows = counter.records;
-    let writer = zip.finish().map_err(zip_io)?;
+    let writer = blocks.finish()?.finish().map_err(zip_io)?;
     let file = writer.into_inner().map_err(|e| e.into_error())?;
     if rows == 0 {
         drop(file);
@@ -244,6 +291,37 @@ fn zip_io(e: zip::result::ZipError) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixed_blocks_do_not_depend_on_how_bytes_arrive() {
+        let data: Vec<u8> = (0..(BLOCK * 2 + 77)).map(|i| (i % 251) as u8).collect();
+        let mut a = Recorder::default();
+        let mut w = FixedBlocks::new(&mut a);
+        w.write_all(&data).unwrap();
+        w.finish().unwrap();
+        let mut b = Recorder::default();
+        let mut w = FixedBlocks::new(&mut b);
+        for piece in data.chunks(333) {
+            w.write_all(piece).unwrap();
+        }
+        w.finish().unwrap();
+        assert_eq!(a.writes, b.writes);
+        assert_eq!(a.writes, vec![BLOCK, BLOCK, 77]);
+    }
+
+    #[derive(Default)]
+    struct Recorder {
+        writes: Vec<usize>,
+    }
+    impl Write for Recorder {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.writes.push(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
 
     #[test]
     fn record_counter_ignores_newlines_in_quotes() {

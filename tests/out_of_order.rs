@@ -90,7 +90,7 @@ fn rows_of_a_key_that_settles_late_appear_in_a_later_export() {
     // Its last changes (rows it updated that the higher key had created) come too.
     let updated_by_late: usize = later
         .iter()
-        .filter_map(|(_, _, t)| t.get("interaction_fact"))
+        .filter_map(|(_, _, t)| t.get("irf_user_data_cust_1"))
         .map(|t| {
             let (c, u) = (t.col("create_audit_key"), t.col("update_audit_key"));
             t.rows

@@ -117,15 +117,18 @@ pub fn redact(url: &str) -> String {
 }
 
 /// A failure talking to a database; the message names the database (password masked).
+///
+/// The database's own message is kept as text rather than as an error source: sqlx repeats its
+/// source in its own message, and the whole chain is printed once at the top.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("cannot connect to {url}: {source}")]
-    Connect { url: String, source: sqlx::Error },
-    #[error("{url}: {what}: {source}")]
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("{url}: {what}: {reason}")]
     Query {
         url: String,
         what: String,
-        source: sqlx::Error,
+        reason: String,
     },
     #[error("{url} has no CTL_AUDIT_LOG table: is this a Genesys Info Mart database?")]
     NoAuditLog { url: String },
@@ -138,8 +141,24 @@ impl DbError {
         DbError::Query {
             url: url.to_string(),
             what: what.into(),
-            source,
+            reason: reason(&source),
         }
+    }
+    pub(crate) fn connect(url: &DbUrl, source: sqlx::Error) -> DbError {
+        DbError::Connect {
+            url: url.to_string(),
+            reason: reason(&source),
+        }
+    }
+}
+
+/// The shortest honest text of a sqlx error: the database's message, or the I/O failure.
+fn reason(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => d.message().to_string(),
+        sqlx::Error::Io(io) => io.to_string(),
+        sqlx::Error::PoolTimedOut => "timed out waiting for a connection".to_string(),
+        other => other.to_string(),
     }
 }
 

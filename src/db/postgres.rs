@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures::TryStreamExt;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -9,6 +10,7 @@ use sqlx::{Connection, Executor, Postgres, Row};
 
 use super::{
     order_by, quote_ident, window_predicate, Column, ColumnKind, CsvChunks, DbError, DbUrl, Table,
+    CHUNK_BYTES,
 };
 use crate::audit::AuditEntry;
 
@@ -23,13 +25,10 @@ pub struct PgSource {
 
 /// Connect options from a URL, with a bounded connect time and the session settings the CSV relies on.
 pub fn options(url: &DbUrl) -> Result<PgConnectOptions, DbError> {
-    let opts: PgConnectOptions = url.expose().parse().map_err(|e| DbError::Connect {
-        url: url.to_string(),
-        source: e,
-    })?;
+    let opts: PgConnectOptions = url.expose().parse().map_err(|e| DbError::connect(url, e))?;
     Ok(opts
         .application_name("gim-export")
-        .options([("DateStyle", "ISO, YMD"), ("TimeZone", "UTC")]))
+        .options([("DateStyle", "ISO"), ("TimeZone", "UTC")]))
 }
 
 /// A pool for `url`; connection failures surface within `acquire` seconds.
@@ -40,10 +39,7 @@ pub async fn pool(url: &DbUrl, connections: u32, acquire: u64) -> Result<PgPool,
         .acquire_timeout(Duration::from_secs(acquire))
         .connect_with(opts)
         .await
-        .map_err(|e| DbError::Connect {
-            url: url.to_string(),
-            source: e,
-        })
+        .map_err(|e| DbError::connect(url, e))
 }
 
 impl PgSource {
@@ -217,11 +213,21 @@ impl PgSource {
                 .map_err(err)?;
         }
         {
+            // The server sends one message per row: gather them into large chunks.
             let mut stream = tx.copy_out_raw(&sql).await.map_err(err)?;
-            while let Some(chunk) = stream.try_next().await.map_err(err)? {
-                if out.send(chunk).await.is_err() {
-                    break; // the writer stopped; it reports its own error
+            let mut buf = BytesMut::with_capacity(CHUNK_BYTES + 4096);
+            while let Some(row) = stream.try_next().await.map_err(err)? {
+                buf.extend_from_slice(&row);
+                if buf.len() >= CHUNK_BYTES {
+                    let full =
+                        std::mem::replace(&mut buf, BytesMut::with_capacity(CHUNK_BYTES + 4096));
+                    if out.send(full.freeze()).await.is_err() {
+                        break; // the writer stopped; it reports its own error
+                    }
                 }
+            }
+            if !buf.is_empty() {
+                let _ = out.send(buf.freeze()).await;
             }
         }
         tx.rollback().await.map_err(err)?;

@@ -26,10 +26,7 @@ pub struct SqliteSource {
 pub fn options(url: &DbUrl) -> Result<SqliteConnectOptions, DbError> {
     SqliteConnectOptions::from_str(url.expose())
         .map(|o| o.busy_timeout(Duration::from_secs(30)))
-        .map_err(|e| DbError::Connect {
-            url: url.to_string(),
-            source: e,
-        })
+        .map_err(|e| DbError::connect(url, e))
 }
 
 impl SqliteSource {
@@ -40,10 +37,7 @@ impl SqliteSource {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts)
             .await
-            .map_err(|e| DbError::Connect {
-                url: url.to_string(),
-                source: e,
-            })?;
+            .map_err(|e| DbError::connect(url, e))?;
         Ok(SqliteSource {
             url: url.clone(),
             pool,

@@ -1013,13 +1013,13 @@ impl Simulator {
         self.new_user_dim(rng, key, w);
     }
 
-    /// The in-flight key's last changes, written when it finally settles: it marks a few interactions
-    /// that the higher key after it created.
+    /// The in-flight key's last changes, written when it finally settles: it fills in the user data
+    /// of the newest interactions, which the higher keys after it created.
     fn finish_in_flight(&mut self, key: i64, w: &mut RunWork) {
         w.update(format!(
-            "UPDATE INTERACTION_FACT SET STATUS = 2, UPDATE_AUDIT_KEY = {key} \
-             WHERE INTERACTION_ID IN (SELECT INTERACTION_ID FROM INTERACTION_FACT WHERE CREATE_AUDIT_KEY = {} ORDER BY INTERACTION_ID LIMIT 3)",
-            key + 1
+            "UPDATE IRF_USER_DATA_CUST_1 SET CUSTOM_DATA_16 = 'reviewed, late', UPDATE_AUDIT_KEY = {key} \
+             WHERE INTERACTION_RESOURCE_ID IN (SELECT INTERACTION_RESOURCE_ID FROM IRF_USER_DATA_CUST_1 \
+             WHERE CREATE_AUDIT_KEY > {key} ORDER BY INTERACTION_RESOURCE_ID DESC LIMIT 3)"
         ));
     }
 }

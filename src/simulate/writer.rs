@@ -79,20 +79,14 @@ impl SimDb {
         Ok(match url.dialect() {
             Dialect::Sqlite => {
                 let opts = SqliteConnectOptions::from_str(url.expose())
-                    .map_err(|e| DbError::Connect {
-                        url: url.to_string(),
-                        source: e,
-                    })?
+                    .map_err(|e| DbError::connect(url, e))?
                     .create_if_missing(true)
                     .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
                 let pool = SqlitePoolOptions::new()
                     .max_connections(1)
                     .connect_with(opts)
                     .await
-                    .map_err(|e| DbError::Connect {
-                        url: url.to_string(),
-                        source: e,
-                    })?;
+                    .map_err(|e| DbError::connect(url, e))?;
                 SimDb::Sqlite(url.clone(), pool)
             }
             Dialect::Postgres => {
