@@ -11,10 +11,10 @@ impl Rng {
     /// A generator for one part of the history, independent of how much the others drew.
     pub fn derive(seed: u64, stream: u64) -> Rng {
         let mut r = Rng::new(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ stream);
-        r.next();
+        r.next_u64();
         r
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -23,7 +23,7 @@ impl Rng {
     }
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
     /// Uniform in `lo..=hi`.
     pub fn range(&mut self, lo: i64, hi: i64) -> i64 {
@@ -40,5 +40,5 @@ impl Rng {
 
 /// A fixed hash of a number, for properties derived from an id (e.g. an interaction's length).
 pub fn hash(seed: u64, x: u64) -> u64 {
-    Rng::derive(seed, x).next()
+    Rng::derive(seed, x).next_u64()
 }
