@@ -44,6 +44,16 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         }
         .into());
     }
+    let mut totals: std::collections::BTreeMap<&str, u64> = Default::default();
+    for c in &checks {
+        for (table, rows) in &c.rows {
+            *totals.entry(table.as_str()).or_default() += rows;
+        }
+    }
+    println!("rows per table across these folders:");
+    for (table, rows) in &totals {
+        println!("  {table:<28} {rows:>10}");
+    }
     println!("verified {} folder(s): all checks passed", checks.len());
     Ok(ExitCode::Success)
 }
