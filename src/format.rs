@@ -131,6 +131,39 @@ pub fn csv_record<S: AsRef<str>>(fields: &[S]) -> Vec<u8> {
     out
 }
 
+/// Counts CSV records in bytes written to it: newlines outside quoted fields (quotes toggle, a doubled
+/// quote toggles twice). Works across any split of the input.
+#[derive(Debug, Default)]
+pub struct CsvRecordCounter {
+    in_quotes: bool,
+    records: u64,
+}
+
+impl CsvRecordCounter {
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+    pub fn feed(&mut self, buf: &[u8]) {
+        for &b in buf {
+            if b == b'"' {
+                self.in_quotes = !self.in_quotes;
+            } else if b == b'\n' && !self.in_quotes {
+                self.records += 1;
+            }
+        }
+    }
+}
+
+impl Write for CsvRecordCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.feed(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Lower-case hex of a SHA-1 digest.
 pub fn hex(digest: &[u8]) -> String {
     let mut s = String::with_capacity(digest.len() * 2);
@@ -532,6 +565,14 @@ mod tests {
             String::from_utf8(rec).unwrap(),
             "1,\"a,b\",\"say \"\"hi\"\"\",\"line\nbreak\",, x ,é\n"
         );
+    }
+
+    #[test]
+    fn record_counter_ignores_newlines_in_quotes() {
+        let mut c = CsvRecordCounter::default();
+        c.feed(b"1,\"a\nb\",x\n2,\"say \"\"hi");
+        c.feed(b"\"\"\n\",y\n");
+        assert_eq!(c.records(), 2);
     }
 
     #[test]

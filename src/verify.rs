@@ -192,7 +192,7 @@ fn check_zip(zip_path: &Path, name: &ExportName, check: &mut FolderCheck) {
                 Err(e) => check.problems.push(format!("{zip_name}: {e}")),
             }
         } else if entry_name.ends_with(".csv") {
-            let mut h = HashingWriter::new(RecordCount::default());
+            let mut h = HashingWriter::new(format::CsvRecordCounter::default());
             if let Err(e) = io::copy(&mut entry, &mut h) {
                 check
                     .problems
@@ -200,13 +200,15 @@ fn check_zip(zip_path: &Path, name: &ExportName, check: &mut FolderCheck) {
                 continue;
             }
             let (counter, digest, _) = h.finish();
-            if counter.records == 0 {
+            if counter.records() == 0 {
                 check
                     .problems
                     .push(format!("{zip_name}: {entry_name} has no header line"));
             }
             let table = entry_name.trim_end_matches(".csv").to_string();
-            check.rows.insert(table, counter.records.saturating_sub(1));
+            check
+                .rows
+                .insert(table, counter.records().saturating_sub(1));
             csv_sha.insert(entry_name, digest);
         } else {
             check
@@ -257,29 +259,6 @@ fn check_zip(zip_path: &Path, name: &ExportName, check: &mut FolderCheck) {
                 ));
             }
         }
-    }
-}
-
-/// Counts CSV records (newlines outside quotes) in what is written to it.
-#[derive(Default)]
-struct RecordCount {
-    in_quotes: bool,
-    records: u64,
-}
-
-impl io::Write for RecordCount {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        for &b in buf {
-            if b == b'"' {
-                self.in_quotes = !self.in_quotes;
-            } else if b == b'\n' && !self.in_quotes {
-                self.records += 1;
-            }
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
