@@ -10,12 +10,15 @@ all: build
 build:
 	$(CARGO) build --locked
 
-## demo: simulate three days into the embedded SQLite Info Mart, export them all, verify.
+## demo: simulate three days into the embedded SQLite Info Mart, export them all, verify, load into
+## the embedded SQLite target, and compare row counts.
 demo: build
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
 	cd $(DEMO_DIR) && ../$(BIN) -q simulate --source sqlite://infomart.db --days 3 --seed 7
 	cd $(DEMO_DIR) && ../$(BIN) -q export --source sqlite://infomart.db --output output --catch-up
 	cd $(DEMO_DIR) && ../$(BIN) -q verify --input output
+	cd $(DEMO_DIR) && ../$(BIN) -q load --input output --target sqlite://target.db
+	./scripts/demo-summary.sh $(DEMO_DIR)
 
 services:
 	./scripts/ensure-services.sh

@@ -15,7 +15,7 @@ pub enum ExitCode {
     Failure = 1,
     /// Bad flags, environment or configuration.
     Config = 2,
-    /// `export`: nothing new has settled; no folder was written.
+    /// `export`: nothing new has settled; no folder was written. `load`: no folder to apply.
     NothingToDo = 3,
     /// Another run holds the lock on the output directory.
     Locked = 4,
@@ -33,9 +33,9 @@ Exit codes:
   0  success
   1  unexpected failure
   2  configuration or usage error
-  3  nothing to do (export: no newly settled data)
-  4  another run holds the output directory's lock
-  5  verification failed (a folder is damaged, incomplete or out of chain)
+  3  nothing to do (export: no newly settled data; load: no new folder)
+  4  another run holds the output directory's lock (export) or the target (load)
+  5  verification failed (a folder is damaged, incomplete, out of chain, or cannot be loaded)
   6  source or target database error
   7  file error (output directory, export folders)";
 
@@ -55,7 +55,12 @@ impl ExitCode {
             {
                 return ExitCode::Database;
             }
-            if cause.downcast_ref::<VerifyFailed>().is_some() {
+            if cause.downcast_ref::<crate::load::TargetLocked>().is_some() {
+                return ExitCode::Locked;
+            }
+            if cause.downcast_ref::<VerifyFailed>().is_some()
+                || cause.downcast_ref::<crate::load::LoadRefused>().is_some()
+            {
                 return ExitCode::VerifyFailed;
             }
             if cause.downcast_ref::<StartDateOnExistingChain>().is_some()

@@ -235,6 +235,33 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// A reader that hashes (SHA-1) the bytes read through it.
+pub struct HashingReader<R> {
+    inner: R,
+    sha1: Sha1,
+}
+
+impl<R: std::io::Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            sha1: Sha1::new(),
+        }
+    }
+    /// The hex SHA-1 of everything read so far.
+    pub fn hex(&self) -> String {
+        hex(&self.sha1.clone().finalize())
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha1.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// What the metadata says of one table's CSV (an extra element; readers may ignore it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableSummary {

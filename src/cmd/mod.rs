@@ -4,7 +4,9 @@
 //! modules see them; the domain never sees clap types.
 
 pub mod export;
+pub mod load;
 pub mod simulate;
+pub mod target_schema;
 pub mod verify;
 
 use clap::{Parser, Subcommand};
@@ -20,8 +22,9 @@ pub struct ConfigError(pub String);
 /// Incremental export of Genesys Info Mart tables to checksummed zip folders.
 ///
 /// `export` copies the data changed since the last export (at most one day of it per folder) into an
-/// `export_XXX` folder; `verify` checks folders as a receiver would; `simulate` builds a source Info Mart
-/// to practise on. Every flag can also be set by its GIM_EXPORT_* environment variable.
+/// `export_XXX` folder; `verify` checks folders as a receiver would; `load` merges them, in order, into
+/// a target database; `target-schema` prints or applies the target schema; `simulate` builds a source
+/// Info Mart to practise on. Every flag can also be set by its GIM_EXPORT_* environment variable.
 #[derive(Debug, Parser)]
 #[command(name = "gim-export", version, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
@@ -49,6 +52,8 @@ pub enum Command {
     Simulate(simulate::Args),
     Export(export::Args),
     Verify(verify::Args),
+    Load(load::Args),
+    TargetSchema(target_schema::Args),
 }
 
 /// Runs the command line; errors carry their exit code (see [`ExitCode::of`]).
@@ -69,6 +74,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Simulate(a) => simulate::run(a).await,
             Command::Export(a) => export::run(a).await,
             Command::Verify(a) => verify::run(a).await,
+            Command::Load(a) => load::run(a).await,
+            Command::TargetSchema(a) => target_schema::run(a).await,
         }
     })
 }

@@ -120,61 +120,7 @@ impl PgSource {
     }
 
     pub async fn tables(&self) -> Result<Vec<Table>, DbError> {
-        let err = |e| DbError::query(&self.url, "reading the catalog", e);
-        let cols = sqlx::query(
-            "SELECT c.table_name::text, c.column_name::text, c.data_type::text \
-             FROM information_schema.columns c \
-             JOIN information_schema.tables t \
-               ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
-             WHERE c.table_schema = current_schema() AND t.table_type = 'BASE TABLE' \
-             ORDER BY c.table_name, c.ordinal_position",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err)?;
-        let pks = sqlx::query(
-            "SELECT tc.table_name::text, kcu.column_name::text \
-             FROM information_schema.table_constraints tc \
-             JOIN information_schema.key_column_usage kcu \
-               ON kcu.constraint_schema = tc.constraint_schema AND kcu.constraint_name = tc.constraint_name \
-              AND kcu.table_name = tc.table_name \
-             WHERE tc.constraint_type = 'PRIMARY KEY' AND tc.table_schema = current_schema() \
-             ORDER BY tc.table_name, kcu.ordinal_position",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err)?;
-        let mut tables: Vec<Table> = Vec::new();
-        for r in &cols {
-            let table: String = r.try_get(0).map_err(err)?;
-            let name: String = r.try_get(1).map_err(err)?;
-            let data_type: String = r.try_get(2).map_err(err)?;
-            if tables.last().map(|t| t.name != table).unwrap_or(true) {
-                tables.push(Table {
-                    name: table,
-                    columns: Vec::new(),
-                    primary_key: Vec::new(),
-                });
-            }
-            let kind = match data_type.as_str() {
-                "smallint" | "integer" | "bigint" => ColumnKind::Integer,
-                "character varying" | "character" | "text" => ColumnKind::Text,
-                _ => ColumnKind::Other,
-            };
-            tables
-                .last_mut()
-                .expect("pushed above")
-                .columns
-                .push(Column { name, kind });
-        }
-        for r in &pks {
-            let table: String = r.try_get(0).map_err(err)?;
-            let column: String = r.try_get(1).map_err(err)?;
-            if let Some(t) = tables.iter_mut().find(|t| t.name == table) {
-                t.primary_key.push(column);
-            }
-        }
-        Ok(tables)
+        read_tables(&self.pool, &self.url).await
     }
 
     pub async fn copy_rows_csv(
@@ -240,4 +186,63 @@ impl PgSource {
         }
         self.pool.close().await;
     }
+}
+
+/// Every base table of the current schema with its columns and primary key.
+pub async fn read_tables(pool: &PgPool, url: &DbUrl) -> Result<Vec<Table>, DbError> {
+    let err = |e| DbError::query(url, "reading the catalog", e);
+    let cols = sqlx::query(
+        "SELECT c.table_name::text, c.column_name::text, c.data_type::text \
+         FROM information_schema.columns c \
+         JOIN information_schema.tables t \
+           ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
+         WHERE c.table_schema = current_schema() AND t.table_type = 'BASE TABLE' \
+         ORDER BY c.table_name, c.ordinal_position",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(err)?;
+    let pks = sqlx::query(
+        "SELECT tc.table_name::text, kcu.column_name::text \
+         FROM information_schema.table_constraints tc \
+         JOIN information_schema.key_column_usage kcu \
+           ON kcu.constraint_schema = tc.constraint_schema AND kcu.constraint_name = tc.constraint_name \
+          AND kcu.table_name = tc.table_name \
+         WHERE tc.constraint_type = 'PRIMARY KEY' AND tc.table_schema = current_schema() \
+         ORDER BY tc.table_name, kcu.ordinal_position",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(err)?;
+    let mut tables: Vec<Table> = Vec::new();
+    for r in &cols {
+        let table: String = r.try_get(0).map_err(err)?;
+        let name: String = r.try_get(1).map_err(err)?;
+        let data_type: String = r.try_get(2).map_err(err)?;
+        if tables.last().map(|t| t.name != table).unwrap_or(true) {
+            tables.push(Table {
+                name: table,
+                columns: Vec::new(),
+                primary_key: Vec::new(),
+            });
+        }
+        let kind = match data_type.as_str() {
+            "smallint" | "integer" | "bigint" => ColumnKind::Integer,
+            "character varying" | "character" | "text" => ColumnKind::Text,
+            _ => ColumnKind::Other,
+        };
+        tables
+            .last_mut()
+            .expect("pushed above")
+            .columns
+            .push(Column { name, kind });
+    }
+    for r in &pks {
+        let table: String = r.try_get(0).map_err(err)?;
+        let column: String = r.try_get(1).map_err(err)?;
+        if let Some(t) = tables.iter_mut().find(|t| t.name == table) {
+            t.primary_key.push(column);
+        }
+    }
+    Ok(tables)
 }

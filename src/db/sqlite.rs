@@ -94,41 +94,7 @@ impl SqliteSource {
     }
 
     pub async fn tables(&self) -> Result<Vec<Table>, DbError> {
-        let err = |e| DbError::query(&self.url, "reading the catalog", e);
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err)?;
-        let mut tables = Vec::with_capacity(names.len());
-        for name in names {
-            let info = sqlx::query(&format!("PRAGMA table_info({})", quote_ident(&name)))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(err)?;
-            let mut columns = Vec::new();
-            let mut pk: Vec<(i64, String)> = Vec::new();
-            for r in &info {
-                let col: String = r.try_get("name").map_err(err)?;
-                let decl: String = r.try_get("type").map_err(err)?;
-                let pk_pos: i64 = r.try_get("pk").map_err(err)?;
-                if pk_pos > 0 {
-                    pk.push((pk_pos, col.clone()));
-                }
-                columns.push(Column {
-                    name: col,
-                    kind: kind_of(&decl),
-                });
-            }
-            pk.sort();
-            tables.push(Table {
-                name,
-                columns,
-                primary_key: pk.into_iter().map(|(_, c)| c).collect(),
-            });
-        }
-        Ok(tables)
+        read_tables(&self.pool, &self.url).await
     }
 
     pub async fn copy_rows_csv(
@@ -167,6 +133,45 @@ impl SqliteSource {
         }
         Ok(())
     }
+}
+
+/// Every table of a SQLite database with its columns and primary key.
+pub async fn read_tables(pool: &SqlitePool, url: &DbUrl) -> Result<Vec<Table>, DbError> {
+    let err = |e| DbError::query(url, "reading the catalog", e);
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(err)?;
+    let mut tables = Vec::with_capacity(names.len());
+    for name in names {
+        let info = sqlx::query(&format!("PRAGMA table_info({})", quote_ident(&name)))
+            .fetch_all(pool)
+            .await
+            .map_err(err)?;
+        let mut columns = Vec::new();
+        let mut pk: Vec<(i64, String)> = Vec::new();
+        for r in &info {
+            let col: String = r.try_get("name").map_err(err)?;
+            let decl: String = r.try_get("type").map_err(err)?;
+            let pk_pos: i64 = r.try_get("pk").map_err(err)?;
+            if pk_pos > 0 {
+                pk.push((pk_pos, col.clone()));
+            }
+            columns.push(Column {
+                name: col,
+                kind: kind_of(&decl),
+            });
+        }
+        pk.sort();
+        tables.push(Table {
+            name,
+            columns,
+            primary_key: pk.into_iter().map(|(_, c)| c).collect(),
+        });
+    }
+    Ok(tables)
 }
 
 /// Writes one row: integers in decimal, text as is, NULL and empty text as an empty field.

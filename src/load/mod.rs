@@ -1,0 +1,485 @@
+//! The loader: merge export folders, in order, into the target database by primary key.
+//!
+//! It never applies half an export (one transaction per export, the ledger row inside it), never
+//! applies one twice (the ledger says what is applied), and never applies one it cannot prove whole and
+//! next in the chain (the verifier's checks and the hwm chain, before anything is written).
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use tracing::{info, warn};
+
+use crate::audit::HighWaterMark;
+use crate::db::{DbUrl, Dialect, Table};
+use crate::format::{ExportName, HashingReader};
+use crate::target::{self, TableDef};
+use crate::verify;
+
+/// A validated load configuration.
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    pub input: PathBuf,
+    pub target: DbUrl,
+    /// For an empty target: start from this folder instead of the first one found.
+    pub from_folder: Option<String>,
+}
+
+/// One applied export.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    pub folder: String,
+    pub rows: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct LoadReport {
+    pub applied: Vec<Applied>,
+    pub already_applied: usize,
+    pub migrations: Vec<String>,
+}
+
+/// A row of the ledger: an export the target holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub folder: String,
+    pub hwm_from: HighWaterMark,
+    pub hwm_to: HighWaterMark,
+    pub max_data_ts: i64,
+}
+
+/// The load stopped before applying a folder; nothing of it (or of any later folder) was written.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadRefused {
+    #[error("{folder}: not applied: {problems}")]
+    Damaged { folder: String, problems: String },
+    #[error(
+        "{folder}: not applied: its hwm-from is audit key {from} but the target's last export {last_folder} ends at audit key {last}: the exports covering audit keys {last}..{from} are missing"
+    )]
+    ChainBroken {
+        folder: String,
+        from: i64,
+        last: i64,
+        last_folder: String,
+    },
+    #[error("{folder}: not applied: {table}.csv: {reason}")]
+    Table {
+        folder: String,
+        table: String,
+        reason: String,
+    },
+    #[error("--from {0}: no such export folder in the input")]
+    FromNotFound(String),
+    #[error("--from applies only to an empty target; {target} already holds exports up to {last}")]
+    FromOnLoadedTarget { target: String, last: String },
+}
+
+/// Another loader holds the target.
+#[derive(Debug, thiserror::Error)]
+#[error("another gim-export load is running on {0}")]
+pub struct TargetLocked(pub String);
+
+/// What the backend needs to apply one table of an export.
+#[derive(Clone, Debug)]
+pub struct TablePlan {
+    pub table: String,
+    /// The CSV's columns, in file order (validated identifiers).
+    pub columns: Vec<String>,
+    pub primary_key: Vec<String>,
+    /// The column that orders duplicates of one key (greatest wins): update, else create audit key.
+    pub version_column: Option<String>,
+    pub expected_sha1: String,
+}
+
+/// The merge statement, the same in both dialects: one row per primary key (the greatest version, then
+/// the last in the file), inserted or updated by primary key.
+pub fn merge_sql(plan: &TablePlan, stage: &str) -> String {
+    let cols = plan.columns.join(", ");
+    let pk = plan.primary_key.join(", ");
+    let order = match &plan.version_column {
+        Some(v) => format!("{v} DESC, gx_seq DESC"),
+        None => "gx_seq DESC".to_string(),
+    };
+    let updates: Vec<String> = plan
+        .columns
+        .iter()
+        .filter(|c| !plan.primary_key.contains(c))
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    let action = if updates.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        format!("DO UPDATE SET {}", updates.join(", "))
+    };
+    format!(
+        "INSERT INTO {t} ({cols}) SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {pk} ORDER BY {order}) AS gx_rn FROM {stage}) gx WHERE gx_rn = 1 ON CONFLICT ({pk}) {action}",
+        t = plan.table
+    )
+}
+
+/// Export folders in `input` (one folder, or a directory of them), in name order.
+pub fn input_folders(input: &Path) -> Result<Vec<(String, PathBuf)>> {
+    if !input.is_dir() {
+        anyhow::bail!(crate::outdir::OutputError::Io {
+            path: input.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+        });
+    }
+    let own = input
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if ExportName::parse(&own).is_some() {
+        return Ok(vec![(own, input.to_path_buf())]);
+    }
+    Ok(crate::outdir::list_exports(input)?
+        .into_iter()
+        .map(|(n, p)| (n.folder(), p))
+        .collect())
+}
+
+/// The target database, one of the backends.
+pub enum Target {
+    Sqlite(sqlite::SqliteTarget),
+    Postgres(postgres::PgTarget),
+}
+
+macro_rules! dispatch {
+    ($self:expr, $t:ident => $e:expr) => {
+        match $self {
+            Target::Sqlite($t) => $e,
+            Target::Postgres($t) => $e,
+        }
+    };
+}
+
+impl Target {
+    pub async fn connect(url: &DbUrl) -> Result<Target> {
+        Ok(match url.dialect() {
+            Dialect::Sqlite => Target::Sqlite(sqlite::SqliteTarget::connect(url).await?),
+            Dialect::Postgres => Target::Postgres(postgres::PgTarget::connect(url).await?),
+        })
+    }
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Target::Sqlite(_) => Dialect::Sqlite,
+            Target::Postgres(_) => Dialect::Postgres,
+        }
+    }
+    /// Takes the target for this run, or fails at once with [`TargetLocked`].
+    pub async fn lock(&mut self) -> Result<()> {
+        dispatch!(self, t => t.lock().await)
+    }
+    /// Runs the target script and adds missing columns; returns what it added.
+    pub async fn ensure_schema(&self) -> Result<Vec<String>> {
+        dispatch!(self, t => t.ensure_schema().await)
+    }
+    pub async fn tables(&self) -> Result<Vec<Table>> {
+        dispatch!(self, t => t.tables().await)
+    }
+    pub async fn ledger(&self) -> Result<Vec<LedgerEntry>> {
+        dispatch!(self, t => t.ledger().await)
+    }
+    pub async fn execute(&self, sql: &str) -> Result<()> {
+        dispatch!(self, t => t.execute(sql).await)
+    }
+    /// Applies one export in one transaction, its ledger row included.
+    pub async fn apply(
+        &self,
+        zip_path: &Path,
+        plans: &[TablePlan],
+        ledger: &LedgerEntry,
+        rows: &BTreeMap<String, u64>,
+    ) -> Result<()> {
+        dispatch!(self, t => t.apply(zip_path, plans, ledger, rows).await)
+    }
+    pub async fn close(self) {
+        dispatch!(self, t => t.close().await)
+    }
+}
+
+/// Loads every folder of `config.input` not yet in the target.
+pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
+    let folders = input_folders(&config.input)?;
+    let mut target = Target::connect(&config.target).await?;
+    target.lock().await?;
+    let mut report = LoadReport {
+        migrations: target.ensure_schema().await?,
+        ..Default::default()
+    };
+    for m in &report.migrations {
+        info!(migration = %m, "target schema migrated");
+    }
+    let model = target::model(target.dialect());
+    let ledger = target.ledger().await?;
+    let applied: HashSet<String> = ledger.iter().map(|e| e.folder.clone()).collect();
+    let mut last: Option<LedgerEntry> = ledger.last().cloned();
+    if let (Some(_), Some(l)) = (&config.from_folder, &last) {
+        return Err(LoadRefused::FromOnLoadedTarget {
+            target: config.target.to_string(),
+            last: l.folder.clone(),
+        }
+        .into());
+    }
+    if let Some(from) = &config.from_folder {
+        if !folders.iter().any(|(n, _)| n == from) {
+            return Err(LoadRefused::FromNotFound(from.clone()).into());
+        }
+    }
+
+    for (name, path) in &folders {
+        if applied.contains(name) {
+            report.already_applied += 1;
+            continue;
+        }
+        if let Some(l) = &last {
+            if name < &l.folder {
+                warn!(folder = %name, last = %l.folder, "older than the last applied export and not in the ledger: skipped");
+                continue;
+            }
+        } else if config.from_folder.as_ref().is_some_and(|f| name < f) {
+            continue;
+        }
+        let check = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || verify::check_folder(&path)).await?
+        };
+        if !check.is_ok() {
+            return Err(LoadRefused::Damaged {
+                folder: name.clone(),
+                problems: check.problems.join("; "),
+            }
+            .into());
+        }
+        let meta = check
+            .meta
+            .clone()
+            .expect("a folder that passed has metadata");
+        if let Some(l) = &last {
+            if meta.hwm_from != l.hwm_to {
+                return Err(LoadRefused::ChainBroken {
+                    folder: name.clone(),
+                    from: meta.hwm_from.audit_key,
+                    last: l.hwm_to.audit_key,
+                    last_folder: l.folder.clone(),
+                }
+                .into());
+            }
+        }
+        let zip_path = path.join(ExportName::parse(name).expect("listed").zip_file());
+        let plans = plan_tables(&target, &zip_path, name, &model, &mut report).await?;
+        let entry = LedgerEntry {
+            folder: name.clone(),
+            hwm_from: meta.hwm_from,
+            hwm_to: meta.hwm_to,
+            max_data_ts: meta.max_data_ts,
+        };
+        let started = std::time::Instant::now();
+        target
+            .apply(&zip_path, &plans, &entry, &check.rows)
+            .await
+            .with_context(|| format!("{name}: not applied"))?;
+        info!(
+            folder = %name,
+            tables = plans.len(),
+            rows = check.rows.values().sum::<u64>(),
+            seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+            "applied"
+        );
+        report.applied.push(Applied {
+            folder: name.clone(),
+            rows: check.rows.clone(),
+        });
+        last = Some(entry);
+    }
+    target.close().await;
+    Ok(report)
+}
+
+/// Reads each CSV's header and makes the target ready for it: names checked, custom tables created,
+/// known missing columns added. Anything else is refused before a row is written.
+async fn plan_tables(
+    target: &Target,
+    zip_path: &Path,
+    folder: &str,
+    model: &[TableDef],
+    report: &mut LoadReport,
+) -> Result<Vec<TablePlan>> {
+    let headers = {
+        let zip_path = zip_path.to_path_buf();
+        tokio::task::spawn_blocking(move || read_headers(&zip_path)).await??
+    };
+    let refuse = |table: &str, reason: String| LoadRefused::Table {
+        folder: folder.to_string(),
+        table: table.to_string(),
+        reason,
+    };
+    let mut existing: BTreeMap<String, Table> = target
+        .tables()
+        .await?
+        .into_iter()
+        .map(|t| (t.lower_name(), t))
+        .collect();
+    let mut plans = Vec::new();
+    for (table, (header, sha1)) in headers {
+        if !target::is_plain_identifier(&table) {
+            return Err(refuse(&table, "the table name is not a plain identifier".into()).into());
+        }
+        let mut seen = HashSet::new();
+        for c in &header {
+            if !target::is_plain_identifier(c) {
+                return Err(
+                    refuse(&table, format!("column {c:?} is not a plain identifier")).into(),
+                );
+            }
+            if !seen.insert(c) {
+                return Err(refuse(&table, format!("column {c} appears twice")).into());
+            }
+        }
+        let known = model.iter().find(|t| t.name == table);
+        let custom = target::is_custom_user_data_table(&table);
+        if !existing.contains_key(&table) {
+            let def = match (known, custom) {
+                (Some(def), _) => def.clone(),
+                (None, true) => target::custom_table_from_header(&table, &header, model, target.dialect()),
+                (None, false) => {
+                    return Err(refuse(
+                        &table,
+                        "no such table in the target, and it is neither a GIM table nor a custom user-data table".into(),
+                    )
+                    .into())
+                }
+            };
+            target.execute(&target::create_table_sql(&def)).await?;
+            let what = format!("created table {table}");
+            info!(folder, "{what}");
+            report.migrations.push(what);
+            existing = refresh(target).await?;
+        }
+        let current = &existing[&table];
+        for c in &header {
+            if current.column(c).is_some() {
+                continue;
+            }
+            let sql_type = match (known.and_then(|k| k.column(c)), custom) {
+                (Some(def), _) => def.sql_type.clone(),
+                (None, true) => target::custom_table_from_header(&table, std::slice::from_ref(c), model, target.dialect())
+                    .columns[0]
+                    .sql_type
+                    .clone(),
+                (None, false) => {
+                    return Err(refuse(
+                        &table,
+                        format!("column {c} does not exist in the target and is not a column of the GIM table"),
+                    )
+                    .into())
+                }
+            };
+            target
+                .execute(&format!("ALTER TABLE {table} ADD COLUMN {c} {sql_type}"))
+                .await?;
+            let what = format!("added column {table}.{c} {sql_type}");
+            info!(folder, "{what}");
+            report.migrations.push(what);
+        }
+        existing = refresh(target).await?;
+        let current = &existing[&table];
+        let primary_key: Vec<String> = current
+            .primary_key
+            .iter()
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        if primary_key.is_empty() {
+            return Err(refuse(
+                &table,
+                "the target table has no primary key to merge by".into(),
+            )
+            .into());
+        }
+        if let Some(missing) = primary_key.iter().find(|k| !header.contains(k)) {
+            return Err(refuse(
+                &table,
+                format!("the CSV lacks primary-key column {missing}"),
+            )
+            .into());
+        }
+        let version_column = ["update_audit_key", "create_audit_key"]
+            .into_iter()
+            .find(|c| header.iter().any(|h| h == c))
+            .map(String::from);
+        plans.push(TablePlan {
+            table,
+            columns: header,
+            primary_key,
+            version_column,
+            expected_sha1: sha1,
+        });
+    }
+    Ok(plans)
+}
+
+async fn refresh(target: &Target) -> Result<BTreeMap<String, Table>> {
+    Ok(target
+        .tables()
+        .await?
+        .into_iter()
+        .map(|t| (t.lower_name(), t))
+        .collect())
+}
+
+/// The header of every CSV in a zip and the checksum its `.sha1` names, by lower-case table name.
+fn read_headers(zip_path: &Path) -> Result<BTreeMap<String, (Vec<String>, String)>> {
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(zip_path)?)?;
+    let mut out = BTreeMap::new();
+    let names: Vec<String> = zip
+        .file_names()
+        .map(|n| n.map(|n| n.into_owned()))
+        .collect::<Result<_, _>>()?;
+    for entry in names.iter().filter(|n| n.ends_with(".csv")) {
+        let table = entry.trim_end_matches(".csv").to_string();
+        let mut sha = String::new();
+        zip.by_name(&format!("{entry}.sha1"))?
+            .read_to_string(&mut sha)?;
+        let (digest, _) = crate::format::parse_sha1_line(&sha, entry)?;
+        let file = zip.by_name(entry)?;
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_reader(file);
+        let header: Vec<String> = reader.headers()?.iter().map(String::from).collect();
+        out.insert(table, (header, digest));
+    }
+    Ok(out)
+}
+
+/// Opens one CSV of the zip as a hashing reader (the checksum is compared again as the rows load, so a
+/// file changed after the check cannot slip in).
+pub fn open_csv<'a>(
+    zip: &'a mut zip::ZipArchive<std::fs::File>,
+    table: &str,
+) -> Result<HashingReader<zip::read::ZipFile<'a, std::fs::File>>> {
+    Ok(HashingReader::new(zip.by_name(&format!("{table}.csv"))?))
+}
+
+/// Fails when the bytes loaded were not the bytes checked.
+pub fn check_loaded_sha1(plan: &TablePlan, actual: &str) -> Result<()> {
+    if actual != plan.expected_sha1 {
+        anyhow::bail!(
+            "{}.csv changed while loading (checksum {actual}, expected {})",
+            plan.table,
+            plan.expected_sha1
+        );
+    }
+    Ok(())
+}
+
+/// The metadata of the newest applied export, for callers that report the target's position.
+pub fn describe(entry: &LedgerEntry) -> String {
+    format!(
+        "{} (audit key {}, max-data-ts {})",
+        entry.folder, entry.hwm_to.audit_key, entry.max_data_ts
+    )
+}

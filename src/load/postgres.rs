@@ -1,0 +1,201 @@
+//! PostgreSQL target: rows staged with `COPY ... FROM STDIN` into a temporary table, then merged; a
+//! session advisory lock keeps a second loader out.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgPool;
+use sqlx::{Postgres, Row};
+
+use super::{check_loaded_sha1, merge_sql, open_csv, LedgerEntry, TablePlan, TargetLocked};
+use crate::audit::HighWaterMark;
+use crate::db::{self, DbError, DbUrl, Table};
+use crate::package::checkpoint;
+use crate::target;
+
+/// The advisory lock key every gim-export loader takes on its target.
+const LOAD_LOCK_KEY: i64 = 0x6769_6d2d_6c6f_6164; // "gim-load"
+
+pub struct PgTarget {
+    url: DbUrl,
+    pool: PgPool,
+    lock: Option<PoolConnection<Postgres>>,
+}
+
+impl PgTarget {
+    pub async fn connect(url: &DbUrl) -> Result<Self> {
+        Ok(PgTarget {
+            url: url.clone(),
+            pool: db::postgres::pool(url, 3, 15).await?,
+            lock: None,
+        })
+    }
+
+    pub async fn lock(&mut self) -> Result<()> {
+        let err = |e| DbError::query(&self.url, "taking the load lock", e);
+        let mut conn = self.pool.acquire().await.map_err(err)?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(LOAD_LOCK_KEY)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(err)?;
+        if !got {
+            return Err(TargetLocked(self.url.to_string()).into());
+        }
+        self.lock = Some(conn);
+        Ok(())
+    }
+
+    pub async fn execute(&self, sql: &str) -> Result<()> {
+        sqlx::raw_sql(sql)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| DbError::query(&self.url, "changing the target schema", e))?;
+        Ok(())
+    }
+
+    pub async fn ensure_schema(&self) -> Result<Vec<String>> {
+        let before = self.tables().await?;
+        self.execute(target::POSTGRES_SCRIPT).await?;
+        let after = self.tables().await?;
+        let mut changes = Vec::new();
+        for t in &after {
+            match before.iter().find(|b| b.name == t.name) {
+                None => changes.push(format!("created table {}", t.name)),
+                Some(b) => {
+                    for c in &t.columns {
+                        if b.column(&c.name).is_none() {
+                            changes.push(format!("added column {}.{}", t.name, c.name));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    pub async fn tables(&self) -> Result<Vec<Table>> {
+        Ok(db::postgres::read_tables(&self.pool, &self.url).await?)
+    }
+
+    pub async fn ledger(&self) -> Result<Vec<LedgerEntry>> {
+        let rows = sqlx::query(
+            "SELECT folder::text, hwm_from_audit_key::bigint, hwm_from_created_ts, hwm_to_audit_key::bigint, \
+             hwm_to_created_ts, max_data_ts FROM gim_export_ledger ORDER BY folder",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| DbError::query(&self.url, "reading the ledger", e))?;
+        rows.iter()
+            .map(|r| {
+                Ok(LedgerEntry {
+                    folder: r.try_get(0)?,
+                    hwm_from: HighWaterMark {
+                        audit_key: r.try_get(1)?,
+                        created_ts: r.try_get(2)?,
+                    },
+                    hwm_to: HighWaterMark {
+                        audit_key: r.try_get(3)?,
+                        created_ts: r.try_get(4)?,
+                    },
+                    max_data_ts: r.try_get(5)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| DbError::query(&self.url, "reading the ledger", e).into())
+    }
+
+    pub async fn apply(
+        &self,
+        zip_path: &Path,
+        plans: &[TablePlan],
+        entry: &LedgerEntry,
+        rows: &BTreeMap<String, u64>,
+    ) -> Result<()> {
+        let err = |what: &str| {
+            let url = self.url.clone();
+            let what = what.to_string();
+            move |e| DbError::query(&url, what, e)
+        };
+        let mut zip = zip::ZipArchive::new(std::fs::File::open(zip_path)?)?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(err("starting a transaction"))?;
+        for plan in plans {
+            let what = format!("loading table {}", plan.table);
+            let cols = plan.columns.join(", ");
+            sqlx::raw_sql(&format!(
+                "CREATE TEMP TABLE gx_stage AS SELECT {cols} FROM {} WITH NO DATA; \
+                 ALTER TABLE gx_stage ADD COLUMN gx_seq bigint GENERATED ALWAYS AS IDENTITY;",
+                plan.table
+            ))
+            .execute(&mut *tx)
+            .await
+            .map_err(err(&what))?;
+            let mut reader = open_csv(&mut zip, &plan.table)?;
+            {
+                let mut copy = tx
+                    .copy_in_raw(&format!(
+                        "COPY gx_stage ({cols}) FROM STDIN WITH (FORMAT csv, HEADER true)"
+                    ))
+                    .await
+                    .map_err(err(&what))?;
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    let n = reader
+                        .read(&mut buf)
+                        .with_context(|| format!("reading {}.csv", plan.table))?;
+                    if n == 0 {
+                        break;
+                    }
+                    copy.send(&buf[..n]).await.map_err(err(&what))?;
+                    checkpoint();
+                }
+                copy.finish().await.map_err(err(&what))?;
+            }
+            check_loaded_sha1(plan, &reader.hex())?;
+            sqlx::raw_sql(&format!(
+                "{}; DROP TABLE gx_stage;",
+                merge_sql(plan, "gx_stage")
+            ))
+            .execute(&mut *tx)
+            .await
+            .map_err(err(&what))?;
+            checkpoint();
+        }
+        sqlx::query(
+            "INSERT INTO gim_export_ledger (folder, hwm_from_audit_key, hwm_from_created_ts, hwm_to_audit_key, \
+             hwm_to_created_ts, max_data_ts, row_counts, loaded_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, now()::timestamp(3))",
+        )
+        .bind(&entry.folder)
+        .bind(entry.hwm_from.audit_key)
+        .bind(entry.hwm_from.created_ts)
+        .bind(entry.hwm_to.audit_key)
+        .bind(entry.hwm_to.created_ts)
+        .bind(entry.max_data_ts)
+        .bind(serde_json::to_string(rows)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(err("writing the ledger"))?;
+        checkpoint();
+        tx.commit().await.map_err(err("committing"))?;
+        checkpoint();
+        Ok(())
+    }
+
+    pub async fn close(mut self) {
+        if let Some(mut conn) = self.lock.take() {
+            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(LOAD_LOCK_KEY)
+                .execute(&mut *conn)
+                .await;
+        }
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,264 @@
+//! SQLite target: rows staged with batched prepared inserts in a temporary table, then merged.
+
+use std::collections::BTreeMap;
+use std::fs::{File, TryLockError};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
+use sqlx::Row;
+
+use super::{check_loaded_sha1, merge_sql, open_csv, LedgerEntry, TablePlan, TargetLocked};
+use crate::audit::HighWaterMark;
+use crate::db::{self, DbError, DbUrl, Table};
+use crate::package::checkpoint;
+use crate::target;
+
+pub struct SqliteTarget {
+    url: DbUrl,
+    pool: SqlitePool,
+    file: Option<PathBuf>,
+    lock: Option<File>,
+}
+
+/// Bound parameters per INSERT statement (SQLite allows 32766).
+const MAX_PARAMS: usize = 30_000;
+
+impl SqliteTarget {
+    pub async fn connect(url: &DbUrl) -> Result<Self> {
+        let opts = db::sqlite::options(url)?.create_if_missing(true);
+        let file = Some(opts.get_filename().to_path_buf()).filter(|p| p.as_os_str() != ":memory:");
+        // One connection: temporary staging tables live on the connection that merges them.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await
+            .map_err(|e| DbError::connect(url, e))?;
+        Ok(SqliteTarget {
+            url: url.clone(),
+            pool,
+            file,
+            lock: None,
+        })
+    }
+
+    pub async fn lock(&mut self) -> Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let path = PathBuf::from(format!("{}.gim-export-load.lock", file.display()));
+        let f = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        match f.try_lock() {
+            Ok(()) => {
+                self.lock = Some(f);
+                Ok(())
+            }
+            Err(TryLockError::WouldBlock) => Err(TargetLocked(self.url.to_string()).into()),
+            Err(TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+    }
+
+    pub async fn execute(&self, sql: &str) -> Result<()> {
+        sqlx::raw_sql(sql)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| DbError::query(&self.url, "changing the target schema", e))?;
+        Ok(())
+    }
+
+    pub async fn ensure_schema(&self) -> Result<Vec<String>> {
+        let before = self.tables().await?;
+        self.execute(target::SQLITE_SCRIPT).await?;
+        let mut changes: Vec<String> = target::model(crate::db::Dialect::Sqlite)
+            .iter()
+            .filter(|t| !before.iter().any(|b| b.lower_name() == t.name))
+            .map(|t| format!("created table {}", t.name))
+            .collect();
+        // SQLite has no ADD COLUMN IF NOT EXISTS: compare with the catalog.
+        let now = self.tables().await?;
+        for def in target::model(crate::db::Dialect::Sqlite) {
+            let Some(table) = now.iter().find(|t| t.lower_name() == def.name) else {
+                continue;
+            };
+            for col in &def.columns {
+                if table.column(&col.name).is_none() {
+                    self.execute(&format!(
+                        "ALTER TABLE {} ADD COLUMN {} {}",
+                        def.name, col.name, col.sql_type
+                    ))
+                    .await?;
+                    changes.push(format!(
+                        "added column {}.{} {}",
+                        def.name, col.name, col.sql_type
+                    ));
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    pub async fn tables(&self) -> Result<Vec<Table>> {
+        Ok(db::sqlite::read_tables(&self.pool, &self.url).await?)
+    }
+
+    pub async fn ledger(&self) -> Result<Vec<LedgerEntry>> {
+        let rows = sqlx::query(
+            "SELECT FOLDER, HWM_FROM_AUDIT_KEY, HWM_FROM_CREATED_TS, HWM_TO_AUDIT_KEY, HWM_TO_CREATED_TS, MAX_DATA_TS \
+             FROM GIM_EXPORT_LEDGER ORDER BY FOLDER",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| DbError::query(&self.url, "reading the ledger", e))?;
+        rows.iter()
+            .map(|r| {
+                Ok(LedgerEntry {
+                    folder: r.try_get(0)?,
+                    hwm_from: HighWaterMark {
+                        audit_key: r.try_get(1)?,
+                        created_ts: r.try_get(2)?,
+                    },
+                    hwm_to: HighWaterMark {
+                        audit_key: r.try_get(3)?,
+                        created_ts: r.try_get(4)?,
+                    },
+                    max_data_ts: r.try_get(5)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| DbError::query(&self.url, "reading the ledger", e).into())
+    }
+
+    pub async fn apply(
+        &self,
+        zip_path: &Path,
+        plans: &[TablePlan],
+        entry: &LedgerEntry,
+        rows: &BTreeMap<String, u64>,
+    ) -> Result<()> {
+        let err = |what: &str| {
+            let url = self.url.clone();
+            let what = what.to_string();
+            move |e| DbError::query(&url, what, e)
+        };
+        let mut zip = zip::ZipArchive::new(File::open(zip_path)?)?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(err("starting a transaction"))?;
+        for plan in plans {
+            let what = format!("loading table {}", plan.table);
+            sqlx::raw_sql(&format!(
+                "DROP TABLE IF EXISTS temp.gx_stage; \
+                 CREATE TEMP TABLE gx_stage AS SELECT {} FROM main.{} WHERE 0; \
+                 ALTER TABLE gx_stage ADD COLUMN gx_seq INTEGER;",
+                plan.columns.join(", "),
+                plan.table
+            ))
+            .execute(&mut *tx)
+            .await
+            .map_err(err(&what))?;
+
+            let per_row = plan.columns.len() + 1;
+            let batch_rows = (MAX_PARAMS / per_row).clamp(1, 500);
+            let insert = |n: usize| {
+                let one = format!("({})", vec!["?"; per_row].join(","));
+                format!(
+                    "INSERT INTO gx_stage ({}, gx_seq) VALUES {}",
+                    plan.columns.join(", "),
+                    vec![one; n].join(",")
+                )
+            };
+            let full_batch_sql = insert(batch_rows);
+            let mut csv = csv::ReaderBuilder::new()
+                .has_headers(true)
+                .from_reader(open_csv(&mut zip, &plan.table)?);
+            let header: Vec<String> = csv.headers()?.iter().map(String::from).collect();
+            anyhow::ensure!(
+                header == plan.columns,
+                "{}.csv: the header changed while loading",
+                plan.table
+            );
+            let mut batch: Vec<csv::StringRecord> = Vec::with_capacity(batch_rows);
+            let mut seq: i64 = 0;
+            let mut records = csv.records();
+            loop {
+                let next = records
+                    .next()
+                    .transpose()
+                    .with_context(|| format!("{}.csv", plan.table))?;
+                let done = next.is_none();
+                if let Some(rec) = next {
+                    anyhow::ensure!(
+                        rec.len() == plan.columns.len(),
+                        "{}.csv: record {} has {} fields, the header {}",
+                        plan.table,
+                        seq + 1,
+                        rec.len(),
+                        plan.columns.len()
+                    );
+                    batch.push(rec);
+                }
+                if batch.len() == batch_rows || (done && !batch.is_empty()) {
+                    let sql = if batch.len() == batch_rows {
+                        full_batch_sql.clone()
+                    } else {
+                        insert(batch.len())
+                    };
+                    let mut q = sqlx::query(&sql);
+                    for rec in &batch {
+                        seq += 1;
+                        for f in rec.iter() {
+                            q = q.bind(if f.is_empty() { None } else { Some(f) });
+                        }
+                        q = q.bind(seq);
+                    }
+                    q.execute(&mut *tx).await.map_err(err(&what))?;
+                    batch.clear();
+                    checkpoint();
+                }
+                if done {
+                    break;
+                }
+            }
+            drop(records);
+            check_loaded_sha1(plan, &csv.into_inner().hex())?;
+            sqlx::raw_sql(&merge_sql(plan, "gx_stage"))
+                .execute(&mut *tx)
+                .await
+                .map_err(err(&what))?;
+            sqlx::raw_sql("DROP TABLE temp.gx_stage")
+                .execute(&mut *tx)
+                .await
+                .map_err(err(&what))?;
+            checkpoint();
+        }
+        sqlx::query(
+            "INSERT INTO GIM_EXPORT_LEDGER (FOLDER, HWM_FROM_AUDIT_KEY, HWM_FROM_CREATED_TS, HWM_TO_AUDIT_KEY, \
+             HWM_TO_CREATED_TS, MAX_DATA_TS, ROW_COUNTS, LOADED_AT) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, strftime('%Y-%m-%d %H:%M:%f', 'now'))",
+        )
+        .bind(&entry.folder)
+        .bind(entry.hwm_from.audit_key)
+        .bind(entry.hwm_from.created_ts)
+        .bind(entry.hwm_to.audit_key)
+        .bind(entry.hwm_to.created_ts)
+        .bind(entry.max_data_ts)
+        .bind(serde_json::to_string(rows)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(err("writing the ledger"))?;
+        checkpoint();
+        tx.commit().await.map_err(err("committing"))?;
+        checkpoint();
+        Ok(())
+    }
+
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+}
