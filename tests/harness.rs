@@ -15,7 +15,17 @@ pub fn bin() -> PathBuf {
 
 /// A temporary working directory; kept (and printed) when the test fails.
 pub struct Workdir {
-    dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(dir) = self.dir.take() {
+                eprintln!("kept the failed test's directory: {}", dir.keep().display());
+            }
+        }
+    }
 }
 
 impl Workdir {
@@ -24,13 +34,13 @@ impl Workdir {
             .prefix(&format!("gim-export-{name}-"))
             .tempdir()
             .expect("temp dir");
-        Workdir { dir }
+        Workdir { dir: Some(dir) }
     }
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        self.dir.as_ref().expect("workdir").path()
     }
     pub fn join(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
+        self.path().join(p)
     }
     /// `gim-export <args>` in this directory, with no GIM_EXPORT_* settings inherited.
     pub fn command(&self, args: &[&str]) -> Command {
@@ -80,7 +90,7 @@ pub struct PgDb {
 
 static PG_COUNTER: AtomicU32 = AtomicU32::new(0);
 
-fn psql(db: &str, sql: &str) -> Output {
+pub fn psql(db: &str, sql: &str) -> Output {
     let out = Command::new("psql")
         .args([
             "-h",
@@ -270,4 +280,108 @@ pub fn read_exports(
             (f, m, t)
         })
         .collect()
+}
+
+/// `gim-export simulate` into `url`.
+pub fn simulate(w: &Workdir, url: &str, days: u32, per_day: u32, seed: u64) {
+    w.run(&[
+        "simulate",
+        "--source",
+        url,
+        "--days",
+        &days.to_string(),
+        "--interactions-per-day",
+        &per_day.to_string(),
+        "--seed",
+        &seed.to_string(),
+    ]);
+}
+
+/// Every row of `table` as strings (NULL and empty text both ""), sorted, from SQLite or PostgreSQL.
+/// Known GIM tables list their columns in the schema's order, whatever order a migration left them in.
+pub fn dump_table(url: &str, table: &str) -> Vec<Vec<String>> {
+    let columns = gim_export::target::model(gim_export::db::Dialect::Postgres)
+        .into_iter()
+        .find(|t| t.name == table)
+        .map(|t| {
+            t.columns
+                .iter()
+                .map(|c| c.name.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_else(|| "*".to_string());
+    let mut rows: Vec<Vec<String>> = if url.starts_with("sqlite") {
+        runtime().block_on(async {
+            use sqlx::{Row, TypeInfo, ValueRef};
+            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+            let rows = sqlx::query(&format!("SELECT {columns} FROM {table}"))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            let out = rows
+                .iter()
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| {
+                            let raw = r.try_get_raw(i).unwrap();
+                            if raw.is_null() {
+                                return String::new();
+                            }
+                            match raw.type_info().name() {
+                                "INTEGER" => r.get::<i64, _>(i).to_string(),
+                                _ => r.get::<String, _>(i),
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            pool.close().await;
+            out
+        })
+    } else {
+        let db = url.rsplit('/').next().unwrap();
+        let out = psql(
+            db,
+            &format!("COPY (SELECT {columns} FROM {table}) TO STDOUT WITH (FORMAT csv)"),
+        );
+        csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(&out.stdout[..])
+            .records()
+            .map(|r| r.unwrap().iter().map(String::from).collect())
+            .collect()
+    };
+    rows.sort();
+    rows
+}
+
+/// The GIM tables of the target schema (the loader's ledger excluded).
+pub fn gim_tables() -> Vec<String> {
+    gim_export::target::model(gim_export::db::Dialect::Postgres)
+        .into_iter()
+        .map(|t| t.name)
+        .filter(|n| n != gim_export::target::LEDGER_TABLE)
+        .collect()
+}
+
+/// Every GIM table of a target.
+pub fn dump_target(url: &str) -> BTreeMap<String, Vec<Vec<String>>> {
+    gim_tables()
+        .into_iter()
+        .map(|t| (t.clone(), dump_table(url, &t)))
+        .collect()
+}
+
+/// The audit keys exported into `dir`.
+pub fn exported_keys(dir: &Path) -> gim_export::audit::AuditKeySet {
+    let mut keys = gim_export::audit::AuditKeySet::new();
+    for f in export_folders(dir) {
+        let xml = fs::read_to_string(dir.join(&f).join(format!("{f}.extracted.xml"))).unwrap();
+        let m = gim_export::format::ExportMetadata::from_xml(&xml, &f).unwrap();
+        for k in m.audit_keys.unwrap().iter() {
+            keys.insert(k);
+        }
+    }
+    keys
 }

@@ -2,12 +2,16 @@
 //! binary or library against real SQLite files and a real PostgreSQL server.
 
 mod harness;
+mod tamper;
 
 mod bad_input;
 mod concurrency;
 mod crash;
 mod export_format;
 mod golden;
+mod load;
+mod load_crash;
+mod load_refusals;
 mod out_of_order;
 mod property;
 mod sqlite_vs_postgres;

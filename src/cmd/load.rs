@@ -35,6 +35,9 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         from_folder: args.from.clone(),
     };
     let report = load::run(&config).await?;
+    for m in &report.migrations {
+        println!("migrated {m}");
+    }
     for a in &report.applied {
         println!(
             "applied {} tables={} rows={}",

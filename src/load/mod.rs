@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use tracing::{info, warn};
 
 use crate::audit::HighWaterMark;
@@ -279,10 +279,14 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
             max_data_ts: meta.max_data_ts,
         };
         let started = std::time::Instant::now();
-        target
-            .apply(&zip_path, &plans, &entry, &check.rows)
-            .await
-            .with_context(|| format!("{name}: not applied"))?;
+        if let Err(e) = target.apply(&zip_path, &plans, &entry, &check.rows).await {
+            // A refusal names the folder already; anything else gets it here.
+            return Err(if e.downcast_ref::<LoadRefused>().is_some() {
+                e
+            } else {
+                e.context(format!("{name}: not applied"))
+            });
+        }
         info!(
             folder = %name,
             tables = plans.len(),

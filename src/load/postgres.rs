@@ -17,7 +17,7 @@ use crate::package::checkpoint;
 use crate::target;
 
 /// The advisory lock key every gim-export loader takes on its target.
-const LOAD_LOCK_KEY: i64 = 0x6769_6d2d_6c6f_6164; // "gim-load"
+pub const LOAD_LOCK_KEY: i64 = 0x6769_6d2d_6c6f_6164; // "gim-load"
 
 pub struct PgTarget {
     url: DbUrl,

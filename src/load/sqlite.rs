@@ -9,7 +9,9 @@ use anyhow::{Context, Result};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
 
-use super::{check_loaded_sha1, merge_sql, open_csv, LedgerEntry, TablePlan, TargetLocked};
+use super::{
+    check_loaded_sha1, merge_sql, open_csv, LedgerEntry, LoadRefused, TablePlan, TargetLocked,
+};
 use crate::audit::HighWaterMark;
 use crate::db::{self, DbError, DbUrl, Table};
 use crate::package::checkpoint;
@@ -177,12 +179,20 @@ impl SqliteTarget {
             let mut csv = csv::ReaderBuilder::new()
                 .has_headers(true)
                 .from_reader(open_csv(&mut zip, &plan.table)?);
-            let header: Vec<String> = csv.headers()?.iter().map(String::from).collect();
-            anyhow::ensure!(
-                header == plan.columns,
-                "{}.csv: the header changed while loading",
-                plan.table
-            );
+            let refused = |reason: String| LoadRefused::Table {
+                folder: entry.folder.clone(),
+                table: plan.table.clone(),
+                reason,
+            };
+            let header: Vec<String> = csv
+                .headers()
+                .map_err(|e| refused(e.to_string()))?
+                .iter()
+                .map(String::from)
+                .collect();
+            if header != plan.columns {
+                return Err(refused("the header changed while loading".into()).into());
+            }
             let mut batch: Vec<csv::StringRecord> = Vec::with_capacity(batch_rows);
             let mut seq: i64 = 0;
             let mut records = csv.records();
@@ -190,17 +200,18 @@ impl SqliteTarget {
                 let next = records
                     .next()
                     .transpose()
-                    .with_context(|| format!("{}.csv", plan.table))?;
+                    .map_err(|e| refused(e.to_string()))?;
                 let done = next.is_none();
                 if let Some(rec) = next {
-                    anyhow::ensure!(
-                        rec.len() == plan.columns.len(),
-                        "{}.csv: record {} has {} fields, the header {}",
-                        plan.table,
-                        seq + 1,
-                        rec.len(),
-                        plan.columns.len()
-                    );
+                    if rec.len() != plan.columns.len() {
+                        return Err(refused(format!(
+                            "record {} has {} fields, the header {}",
+                            seq + batch.len() as i64 + 1,
+                            rec.len(),
+                            plan.columns.len()
+                        ))
+                        .into());
+                    }
                     batch.push(rec);
                 }
                 if batch.len() == batch_rows || (done && !batch.is_empty()) {
