@@ -186,18 +186,20 @@ fn duplicate_keys_in_one_csv_merge_to_the_newest() {
         },
     );
     w.run(&["verify", "--input", "out"]);
-    let target = w.sqlite_url("t.db");
-    w.run(&["load", "--input", "out", "--target", &target]);
-    let rows = dump_table(&target, "interaction_fact");
-    let first_id = rows
-        .iter()
-        .map(|r| r[0].parse::<i64>().unwrap())
-        .min()
-        .unwrap()
-        .to_string();
-    let row = rows.iter().find(|r| r[0] == first_id).unwrap();
-    assert_eq!(row[10], "newest subject");
-    assert_eq!(rows.iter().filter(|r| r[0] == first_id).count(), 1);
+    let pg = PgDb::new("dups");
+    for target in [w.sqlite_url("t.db"), pg.url()] {
+        w.run(&["load", "--input", "out", "--target", &target]);
+        let rows = dump_table(&target, "interaction_fact");
+        let first_id = rows
+            .iter()
+            .map(|r| r[0].parse::<i64>().unwrap())
+            .min()
+            .unwrap()
+            .to_string();
+        let row = rows.iter().find(|r| r[0] == first_id).unwrap();
+        assert_eq!(row[10], "newest subject", "{target}");
+        assert_eq!(rows.iter().filter(|r| r[0] == first_id).count(), 1);
+    }
 }
 
 #[test]

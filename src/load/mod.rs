@@ -96,8 +96,9 @@ pub struct TablePlan {
 }
 
 /// The merge statement, the same in both dialects: one row per primary key (the greatest version, then
-/// the last in the file), inserted or updated by primary key.
-pub fn merge_sql(plan: &TablePlan, stage: &str) -> String {
+/// the last in the file), inserted or updated by primary key. Without `dedupe` the staged rows go in as
+/// they are (faster; PostgreSQL rejects it when a key appears twice).
+pub fn merge_sql(plan: &TablePlan, stage: &str, dedupe: bool) -> String {
     let cols = plan.columns.join(", ");
     let pk = plan.primary_key.join(", ");
     let order = match &plan.version_column {
@@ -115,8 +116,14 @@ pub fn merge_sql(plan: &TablePlan, stage: &str) -> String {
     } else {
         format!("DO UPDATE SET {}", updates.join(", "))
     };
+    let source = if dedupe {
+        format!("(SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {pk} ORDER BY {order}) AS gx_rn FROM {stage}) gx WHERE gx_rn = 1")
+    } else {
+        // `WHERE true` keeps SQLite's parser from reading ON CONFLICT as a join clause.
+        format!("{stage} WHERE true")
+    };
     format!(
-        "INSERT INTO {t} ({cols}) SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {pk} ORDER BY {order}) AS gx_rn FROM {stage}) gx WHERE gx_rn = 1 ON CONFLICT ({pk}) {action}",
+        "INSERT INTO {t} ({cols}) SELECT {cols} FROM {source} ON CONFLICT ({pk}) {action}",
         t = plan.table
     )
 }
@@ -187,15 +194,14 @@ impl Target {
     pub async fn execute(&self, sql: &str) -> Result<()> {
         dispatch!(self, t => t.execute(sql).await)
     }
-    /// Applies one export in one transaction, its ledger row included.
+    /// Applies one export in one transaction, its ledger row included; returns the rows read per table.
     pub async fn apply(
         &self,
         zip_path: &Path,
         plans: &[TablePlan],
         ledger: &LedgerEntry,
-        rows: &BTreeMap<String, u64>,
-    ) -> Result<()> {
-        dispatch!(self, t => t.apply(zip_path, plans, ledger, rows).await)
+    ) -> Result<BTreeMap<String, u64>> {
+        dispatch!(self, t => t.apply(zip_path, plans, ledger).await)
     }
     pub async fn close(self) {
         dispatch!(self, t => t.close().await)
@@ -246,7 +252,10 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
         }
         let check = {
             let path = path.clone();
-            tokio::task::spawn_blocking(move || verify::check_folder(&path)).await?
+            tokio::task::spawn_blocking(move || {
+                verify::check_folder_at(&path, verify::Depth::Structure)
+            })
+            .await?
         };
         if !check.is_ok() {
             return Err(LoadRefused::Damaged {
@@ -279,24 +288,22 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
             max_data_ts: meta.max_data_ts,
         };
         let started = std::time::Instant::now();
-        if let Err(e) = target.apply(&zip_path, &plans, &entry, &check.rows).await {
+        let rows = match target.apply(&zip_path, &plans, &entry).await {
+            Ok(rows) => rows,
             // A refusal names the folder already; anything else gets it here.
-            return Err(if e.downcast_ref::<LoadRefused>().is_some() {
-                e
-            } else {
-                e.context(format!("{name}: not applied"))
-            });
-        }
+            Err(e) if e.downcast_ref::<LoadRefused>().is_some() => return Err(e),
+            Err(e) => return Err(e.context(format!("{name}: not applied"))),
+        };
         info!(
             folder = %name,
             tables = plans.len(),
-            rows = check.rows.values().sum::<u64>(),
+            rows = rows.values().sum::<u64>(),
             seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
             "applied"
         );
         report.applied.push(Applied {
             folder: name.clone(),
-            rows: check.rows.clone(),
+            rows,
         });
         last = Some(entry);
     }
@@ -332,6 +339,9 @@ async fn plan_tables(
     for (table, (header, sha1)) in headers {
         if !target::is_plain_identifier(&table) {
             return Err(refuse(&table, "the table name is not a plain identifier".into()).into());
+        }
+        if header.is_empty() || header.iter().all(|h| h.is_empty()) {
+            return Err(refuse(&table, "no header line".into()).into());
         }
         let mut seen = HashSet::new();
         for c in &header {
@@ -468,14 +478,19 @@ pub fn open_csv<'a>(
     Ok(HashingReader::new(zip.by_name(&format!("{table}.csv"))?))
 }
 
-/// Fails when the bytes loaded were not the bytes checked.
-pub fn check_loaded_sha1(plan: &TablePlan, actual: &str) -> Result<()> {
+/// Refuses the export (rolling back what was staged) when the bytes loaded are not the bytes the
+/// `.sha1` beside the CSV names.
+pub fn check_loaded_sha1(folder: &str, plan: &TablePlan, actual: &str) -> Result<()> {
     if actual != plan.expected_sha1 {
-        anyhow::bail!(
-            "{}.csv changed while loading (checksum {actual}, expected {})",
-            plan.table,
-            plan.expected_sha1
-        );
+        return Err(LoadRefused::Table {
+            folder: folder.to_string(),
+            table: plan.table.clone(),
+            reason: format!(
+                "checksum mismatch (data {actual}, {}.csv.sha1 says {})",
+                plan.table, plan.expected_sha1
+            ),
+        }
+        .into());
     }
     Ok(())
 }

@@ -113,8 +113,8 @@ impl PgTarget {
         zip_path: &Path,
         plans: &[TablePlan],
         entry: &LedgerEntry,
-        rows: &BTreeMap<String, u64>,
-    ) -> Result<()> {
+    ) -> Result<BTreeMap<String, u64>> {
+        let mut rows = BTreeMap::new();
         let err = |what: &str| {
             let url = self.url.clone();
             let what = what.to_string();
@@ -156,16 +156,36 @@ impl PgTarget {
                     copy.send(&buf[..n]).await.map_err(err(&what))?;
                     checkpoint();
                 }
-                copy.finish().await.map_err(err(&what))?;
+                let n = copy.finish().await.map_err(err(&what))?;
+                rows.insert(plan.table.clone(), n);
             }
-            check_loaded_sha1(plan, &reader.hex())?;
-            sqlx::raw_sql(&format!(
-                "{}; DROP TABLE gx_stage;",
-                merge_sql(plan, "gx_stage")
-            ))
-            .execute(&mut *tx)
-            .await
-            .map_err(err(&what))?;
+            check_loaded_sha1(&entry.folder, plan, &reader.hex())?;
+            // Exports hold each key once: merge as staged, and sort out duplicates only when
+            // PostgreSQL finds some (cardinality_violation) in a file made by other hands.
+            sqlx::raw_sql("SAVEPOINT gx_merge")
+                .execute(&mut *tx)
+                .await
+                .map_err(err(&what))?;
+            match sqlx::raw_sql(&merge_sql(plan, "gx_stage", false))
+                .execute(&mut *tx)
+                .await
+            {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("21000") => {
+                    sqlx::raw_sql(&format!(
+                        "ROLLBACK TO SAVEPOINT gx_merge; {}",
+                        merge_sql(plan, "gx_stage", true)
+                    ))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err(&what))?;
+                }
+                Err(e) => return Err(err(&what)(e).into()),
+            }
+            sqlx::raw_sql("RELEASE SAVEPOINT gx_merge; DROP TABLE gx_stage;")
+                .execute(&mut *tx)
+                .await
+                .map_err(err(&what))?;
             checkpoint();
         }
         sqlx::query(
@@ -179,14 +199,14 @@ impl PgTarget {
         .bind(entry.hwm_to.audit_key)
         .bind(entry.hwm_to.created_ts)
         .bind(entry.max_data_ts)
-        .bind(serde_json::to_string(rows)?)
+        .bind(serde_json::to_string(&rows)?)
         .execute(&mut *tx)
         .await
         .map_err(err("writing the ledger"))?;
         checkpoint();
         tx.commit().await.map_err(err("committing"))?;
         checkpoint();
-        Ok(())
+        Ok(rows)
     }
 
     pub async fn close(mut self) {

@@ -139,8 +139,8 @@ impl SqliteTarget {
         zip_path: &Path,
         plans: &[TablePlan],
         entry: &LedgerEntry,
-        rows: &BTreeMap<String, u64>,
-    ) -> Result<()> {
+    ) -> Result<BTreeMap<String, u64>> {
+        let mut rows = BTreeMap::new();
         let err = |what: &str| {
             let url = self.url.clone();
             let what = what.to_string();
@@ -237,8 +237,9 @@ impl SqliteTarget {
                 }
             }
             drop(records);
-            check_loaded_sha1(plan, &csv.into_inner().hex())?;
-            sqlx::raw_sql(&merge_sql(plan, "gx_stage"))
+            check_loaded_sha1(&entry.folder, plan, &csv.into_inner().hex())?;
+            rows.insert(plan.table.clone(), seq as u64);
+            sqlx::raw_sql(&merge_sql(plan, "gx_stage", true))
                 .execute(&mut *tx)
                 .await
                 .map_err(err(&what))?;
@@ -259,14 +260,14 @@ impl SqliteTarget {
         .bind(entry.hwm_to.audit_key)
         .bind(entry.hwm_to.created_ts)
         .bind(entry.max_data_ts)
-        .bind(serde_json::to_string(rows)?)
+        .bind(serde_json::to_string(&rows)?)
         .execute(&mut *tx)
         .await
         .map_err(err("writing the ledger"))?;
         checkpoint();
         tx.commit().await.map_err(err("committing"))?;
         checkpoint();
-        Ok(())
+        Ok(rows)
     }
 
     pub async fn close(self) {
