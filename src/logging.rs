@@ -11,7 +11,8 @@ pub enum LogFormat {
 /// Installs the subscriber. `GIM_EXPORT_LOG` (an env-filter, e.g. `debug`) overrides `default_level`.
 pub fn init(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_env("GIM_EXPORT_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("gim_export={default_level},warn")));
+        // sqlx reports slow statements as warnings; ours are timed in our own log lines.
+        .unwrap_or_else(|_| EnvFilter::new(format!("gim_export={default_level},sqlx=error,warn")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
