@@ -89,11 +89,21 @@ struct Batch {
     rows: Vec<Vec<Val>>,
 }
 
+/// Rows to update in one table by key: row = key value, then the new values of `columns`.
+struct UpdateBatch {
+    key: &'static str,
+    columns: &'static [&'static str],
+    rows: Vec<Vec<Val>>,
+}
+
 /// Everything one ETL run writes, in one transaction.
 #[derive(Default)]
 struct RunWork {
     inserts: BTreeMap<&'static str, Batch>,
-    updates: Vec<String>,
+    updates: BTreeMap<&'static str, UpdateBatch>,
+    /// Changes that are not a plain update by key.
+    statements: Vec<String>,
+    updated: u64,
     rows: u64,
     max_ts: Option<i64>,
     min_start: Option<i64>,
@@ -113,9 +123,30 @@ impl RunWork {
             .push(row);
         self.rows += 1;
     }
-    fn update(&mut self, sql: String) {
-        self.updates.push(sql);
+    fn update(
+        &mut self,
+        table: &'static str,
+        key: &'static str,
+        columns: &'static [&'static str],
+        row: Vec<Val>,
+    ) {
+        debug_assert_eq!(columns.len() + 1, row.len(), "{table}");
+        self.updates
+            .entry(table)
+            .or_insert_with(|| UpdateBatch {
+                key,
+                columns,
+                rows: Vec::new(),
+            })
+            .rows
+            .push(row);
         self.rows += 1;
+        self.updated += 1;
+    }
+    fn statement(&mut self, sql: String, rows: u64) {
+        self.statements.push(sql);
+        self.rows += rows;
+        self.updated += rows;
     }
     /// Records a data time (for MAX_CHUNK_TS) and, for facts, a start time.
     fn data(&mut self, ts: i64, start: Option<i64>) {
@@ -399,7 +430,7 @@ pub async fn run(config: &SimConfig) -> Result<SimReport> {
     for &key in &history.in_flight {
         let mut work = RunWork::default();
         sim.finish_in_flight(key, &mut work);
-        report.rows_updated += work.updates.len() as u64;
+        report.rows_updated += work.updated;
         db.settle(key, first_day + 600, &work).await?;
     }
 
@@ -434,8 +465,8 @@ pub async fn run(config: &SimConfig) -> Result<SimReport> {
             if in_flight {
                 report.in_flight.push(key);
             }
-            report.rows_inserted += work.rows - work.updates.len() as u64;
-            report.rows_updated += work.updates.len() as u64;
+            report.rows_inserted += work.rows - work.updated;
+            report.rows_updated += work.updated;
             db.write_run(key, run_ts, inserted, &work)
                 .await
                 .with_context(|| format!("writing audit key {key}"))?;
@@ -901,12 +932,18 @@ impl Simulator {
             self.open.drain(..).partition(|o| o.end <= run_ts);
         self.open = still;
         for o in done {
-            w.update(format!(
-                "UPDATE INTERACTION_FACT SET END_TS = {}, END_DATE_TIME_KEY = {}, STATUS = 1, UPDATE_AUDIT_KEY = {key} WHERE INTERACTION_ID = {}",
-                o.end,
-                date_time_key(o.end),
-                o.id
-            ));
+            w.update(
+                "INTERACTION_FACT",
+                "INTERACTION_ID",
+                &["END_TS", "END_DATE_TIME_KEY", "STATUS", "UPDATE_AUDIT_KEY"],
+                vec![
+                    Val::Int(o.id),
+                    Val::Int(o.end),
+                    Val::Int(date_time_key(o.end)),
+                    Val::Int(1),
+                    Val::Int(key),
+                ],
+            );
             w.data(o.end, None);
         }
     }
@@ -986,11 +1023,25 @@ impl Simulator {
         if run == LOGOUT_RUN {
             for (id, _, start) in sessions.drain(..) {
                 let end = interval + rng.below(600) as i64;
-                w.update(format!(
-                    "UPDATE SM_RES_SESSION_FACT SET END_TS = {end}, END_DATE_TIME_KEY = {}, TOTAL_DURATION = {}, ACTIVE_FLAG = 0, UPDATE_AUDIT_KEY = {key} WHERE SM_RES_SESSION_FACT_KEY = {id}",
-                    date_time_key(end),
-                    end - start
-                ));
+                w.update(
+                    "SM_RES_SESSION_FACT",
+                    "SM_RES_SESSION_FACT_KEY",
+                    &[
+                        "END_TS",
+                        "END_DATE_TIME_KEY",
+                        "TOTAL_DURATION",
+                        "ACTIVE_FLAG",
+                        "UPDATE_AUDIT_KEY",
+                    ],
+                    vec![
+                        Val::Int(id),
+                        Val::Int(end),
+                        Val::Int(date_time_key(end)),
+                        Val::Int(end - start),
+                        Val::Int(0),
+                        Val::Int(key),
+                    ],
+                );
                 w.data(end, None);
             }
         }
@@ -1003,10 +1054,16 @@ impl Simulator {
             .get(rng.below(self.agents.len().max(1) as u64) as usize)
         {
             let last = *rng.pick(text::LAST_NAMES);
-            w.update(format!(
-                "UPDATE RESOURCE_ SET AGENT_LAST_NAME = {}, UPDATE_AUDIT_KEY = {key} WHERE RESOURCE_KEY = {agent}",
-                writer::literal(&Val::text(format!("{last}-Ñúñez")))
-            ));
+            w.update(
+                "RESOURCE_",
+                "RESOURCE_KEY",
+                &["AGENT_LAST_NAME", "UPDATE_AUDIT_KEY"],
+                vec![
+                    Val::Int(agent),
+                    Val::text(format!("{last}-Ñúñez")),
+                    Val::Int(key),
+                ],
+            );
         }
         self.new_descriptor(rng, key, w);
         self.descriptors = self.ids.descriptor;
@@ -1016,10 +1073,13 @@ impl Simulator {
     /// The in-flight key's last changes, written when it finally settles: it fills in the user data
     /// of the newest interactions, which the higher keys after it created.
     fn finish_in_flight(&mut self, key: i64, w: &mut RunWork) {
-        w.update(format!(
-            "UPDATE IRF_USER_DATA_CUST_1 SET CUSTOM_DATA_16 = 'reviewed, late', UPDATE_AUDIT_KEY = {key} \
-             WHERE INTERACTION_RESOURCE_ID IN (SELECT INTERACTION_RESOURCE_ID FROM IRF_USER_DATA_CUST_1 \
-             WHERE CREATE_AUDIT_KEY > {key} ORDER BY INTERACTION_RESOURCE_ID DESC LIMIT 3)"
-        ));
+        w.statement(
+            format!(
+                "UPDATE IRF_USER_DATA_CUST_1 SET CUSTOM_DATA_16 = 'reviewed, late', UPDATE_AUDIT_KEY = {key} \
+                 WHERE INTERACTION_RESOURCE_ID IN (SELECT INTERACTION_RESOURCE_ID FROM IRF_USER_DATA_CUST_1 \
+                 WHERE CREATE_AUDIT_KEY > {key} ORDER BY INTERACTION_RESOURCE_ID DESC LIMIT 3)"
+            ),
+            3,
+        );
     }
 }

@@ -16,13 +16,6 @@ const SQLITE_SCHEMA: &str = include_str!("../../sql_scripts/make_gim_sqlite.sql"
 const POSTGRES_SCHEMA: &str = include_str!("../../sql_scripts/make_gim_postgresql.sql");
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// A SQL literal for a value.
-pub fn literal(v: &Val) -> String {
-    let mut s = String::new();
-    push_literal(&mut s, v);
-    s
-}
-
 fn push_literal(out: &mut String, v: &Val) {
     match v {
         Val::Null => out.push_str("NULL"),
@@ -40,6 +33,92 @@ fn push_literal(out: &mut String, v: &Val) {
             out.push('\'');
         }
     }
+}
+
+/// A multi-row INSERT with literal values.
+fn insert_sql(table: &str, columns: &[&str], rows: &[Vec<Val>]) -> String {
+    let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for (j, v) in row.iter().enumerate() {
+            if j > 0 {
+                sql.push(',');
+            }
+            push_literal(&mut sql, v);
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Rows as COPY CSV: NULL unquoted and empty, text always quoted (so '' stays an empty string).
+fn copy_csv(rows: &[Vec<Val>]) -> String {
+    let mut out = String::with_capacity(rows.len() * 128);
+    for row in rows {
+        for (j, v) in row.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            match v {
+                Val::Null => {}
+                Val::Int(i) => {
+                    let _ = write!(out, "{i}");
+                }
+                Val::Text(t) => {
+                    out.push('"');
+                    for c in t.chars() {
+                        if c == '"' {
+                            out.push('"');
+                        }
+                        out.push(c);
+                    }
+                    out.push('"');
+                }
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The run's updates as statements: `UPDATE t SET c = v.column2, ... FROM (VALUES ...) AS v WHERE
+/// t.key = v.column1`, which SQLite (3.33+) and PostgreSQL both accept, then its other statements.
+fn update_statements(work: &RunWork) -> Vec<String> {
+    let mut out = Vec::new();
+    for (table, batch) in &work.updates {
+        let sets: Vec<String> = batch
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c} = v.column{}", i + 2))
+            .collect();
+        for rows in batch.rows.chunks(ROWS_PER_STATEMENT) {
+            let mut values = String::new();
+            for (i, row) in rows.iter().enumerate() {
+                if i > 0 {
+                    values.push(',');
+                }
+                values.push('(');
+                for (j, v) in row.iter().enumerate() {
+                    if j > 0 {
+                        values.push(',');
+                    }
+                    push_literal(&mut values, v);
+                }
+                values.push(')');
+            }
+            out.push(format!(
+                "UPDATE {table} SET {} FROM (VALUES {values}) AS v WHERE {table}.{} = v.column1",
+                sets.join(", "),
+                batch.key
+            ));
+        }
+    }
+    out.extend(work.statements.iter().cloned());
+    out
 }
 
 /// What the database already holds, for continuing the history.
@@ -175,7 +254,8 @@ impl SimDb {
         Ok(rows.iter().filter_map(|r| r[0]).collect())
     }
 
-    /// Writes one ETL run: its audit row, its inserts and its updates, in one transaction.
+    /// Writes one ETL run: its audit row, its inserts and its updates, in one transaction. PostgreSQL
+    /// gets the inserts through COPY; SQLite through multi-row INSERTs.
     pub(super) async fn write_run(
         &self,
         key: i64,
@@ -188,7 +268,7 @@ impl SimDb {
             .map(date_time_key)
             .unwrap_or(date_time_key(created_ts));
         let max_start = work.max_start.map(date_time_key).unwrap_or(min_start);
-        let mut stmts = vec![format!(
+        let audit = format!(
             "INSERT INTO CTL_AUDIT_LOG (AUDIT_KEY, JOB_ID, CREATED, INSERTED, PROCESSING_STATUS_KEY, \
              MIN_START_DATE_TIME_KEY, MAX_START_DATE_TIME_KEY, MAX_CHUNK_TS, DATA_SOURCE_KEY, ROW_COUNT, CREATED_TS) \
              VALUES ({key}, '{:016x}', '{}', {}, 0, {min_start}, {max_start}, {}, 1, {}, {created_ts})",
@@ -199,34 +279,48 @@ impl SimDb {
                 .unwrap_or_else(|| "NULL".into()),
             work.max_ts.map(|t| t.to_string()).unwrap_or_else(|| "NULL".into()),
             work.rows
-        )];
-        for (table, batch) in &work.inserts {
-            for rows in batch.rows.chunks(ROWS_PER_STATEMENT) {
-                let mut sql = format!("INSERT INTO {table} ({}) VALUES ", batch.columns.join(", "));
-                for (i, row) in rows.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(',');
+        );
+        let updates = update_statements(work);
+        match self {
+            SimDb::Sqlite(url, pool) => {
+                let mut stmts = vec![audit];
+                for (table, batch) in &work.inserts {
+                    for rows in batch.rows.chunks(ROWS_PER_STATEMENT) {
+                        stmts.push(insert_sql(table, batch.columns, rows));
                     }
-                    sql.push('(');
-                    for (j, v) in row.iter().enumerate() {
-                        if j > 0 {
-                            sql.push(',');
-                        }
-                        push_literal(&mut sql, v);
-                    }
-                    sql.push(')');
                 }
-                stmts.push(sql);
+                stmts.extend(updates);
+                in_transaction!(pool, url, &stmts);
+            }
+            SimDb::Postgres(url, pool) => {
+                let err = |e| DbError::query(url, "writing simulated rows", e);
+                let mut tx = pool.begin().await.map_err(err)?;
+                sqlx::raw_sql(&audit).execute(&mut *tx).await.map_err(err)?;
+                for (table, batch) in &work.inserts {
+                    let mut copy = tx
+                        .copy_in_raw(&format!(
+                            "COPY {table} ({}) FROM STDIN WITH (FORMAT csv)",
+                            batch.columns.join(", ")
+                        ))
+                        .await
+                        .map_err(err)?;
+                    copy.send(copy_csv(&batch.rows).as_bytes())
+                        .await
+                        .map_err(err)?;
+                    copy.finish().await.map_err(err)?;
+                }
+                for sql in &updates {
+                    sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(err)?;
+                }
+                tx.commit().await.map_err(err)?;
             }
         }
-        stmts.extend(work.updates.iter().cloned());
-        self.execute(&stmts).await?;
         Ok(())
     }
 
     /// Finishes an in-flight key: its last changes, then INSERTED.
     pub(super) async fn settle(&self, key: i64, inserted_ts: i64, work: &RunWork) -> Result<()> {
-        let mut stmts = work.updates.clone();
+        let mut stmts = update_statements(work);
         stmts.push(format!(
             "UPDATE CTL_AUDIT_LOG SET INSERTED = '{}' WHERE AUDIT_KEY = {key}",
             timestamp_text(inserted_ts)
