@@ -37,7 +37,7 @@ check: fmt clippy test
 
 bench: services
 	$(CARGO) build --release --locked
-	./scripts/bench.sh
+	python3 scripts/bench.py
 
 clean:
 	rm -rf $(DEMO_DIR)

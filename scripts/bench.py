@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""make bench: gim-export side by side with the floor, on the same rows, in one run.
+
+Measures (release build, medians of BENCH_RUNS runs):
+  1. export of one simulated day from PostgreSQL, beside the floor a shell script would use
+     (psql \\copy of the changed rows per table, zip, sha1sum) and the bare \\copy part alone;
+  2. load of that export into an empty and into a full PostgreSQL target, beside the floor by hand
+     (psql: COPY into a temporary table, INSERT ... ON CONFLICT DO UPDATE, one transaction);
+  3. the embedded path: the same day simulated into SQLite, exported, loaded into SQLite;
+  4. peak RSS of export and load at ~1M and ~10M rows.
+Sources are simulated once and cached (PostgreSQL databases gim_bench_<n>, SQLite files under
+target/bench/cache). Prints a table; writes target/bench/results.json.
+
+Knobs: BENCH_INTERACTIONS (main day, default 800000 = ~4.2M rows), BENCH_RUNS (default 3),
+BENCH_SMALL / BENCH_LARGE (interactions for the RSS days, default 210000 = ~1.1M rows and
+2000000 = ~10.4M rows; BENCH_LARGE=0 skips the large day).
+"""
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+import zipfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "gim-export")
+OUT_DIR = os.path.join(ROOT, "target", "bench")
+CACHE = os.path.join(OUT_DIR, "cache")
+PG = "postgres://postgres@127.0.0.1:5432"
+MAIN = int(os.environ.get("BENCH_INTERACTIONS", "800000"))
+SMALL = int(os.environ.get("BENCH_SMALL", "210000"))
+LARGE = int(os.environ.get("BENCH_LARGE", "2000000"))
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+SEED = 3
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd, **kw):
+    """Runs a command; returns (wall seconds, peak RSS KiB of that process)."""
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.monotonic() - start
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        sys.exit(f"bench: {' '.join(cmd)} failed ({code}):\n{err}")
+    return seconds, usage.ru_maxrss
+
+
+def psql(db, sql):
+    return subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-qtAc", sql],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+
+
+def pg_source(n):
+    db = f"gim_bench_{n}"
+    if psql("postgres", f"select count(*) from pg_database where datname = '{db}'") != "1":
+        log(f"simulating {n} interactions into PostgreSQL {db} (once, cached)")
+        psql("postgres", f"create database {db}_tmp")
+        run([BIN, "-q", "simulate", "--source", f"{PG}/{db}_tmp", "--days", "1",
+             "--interactions-per-day", str(n), "--seed", str(SEED)])
+        psql(f"{db}_tmp", "vacuum analyze")
+        psql("postgres", f"alter database {db}_tmp rename to {db}")
+    return db
+
+
+def sqlite_source(n):
+    os.makedirs(CACHE, exist_ok=True)
+    path = os.path.join(CACHE, f"infomart_{n}.db")
+    if not os.path.exists(path):
+        log(f"simulating {n} interactions into SQLite {path} (once, cached)")
+        tmp = path + ".tmp"
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        run([BIN, "-q", "simulate", "--source", f"sqlite://{tmp}", "--days", "1",
+             "--interactions-per-day", str(n), "--seed", str(SEED)])
+        os.rename(tmp, path)
+    return path
+
+
+def export_info(out):
+    folder = sorted(f for f in os.listdir(out) if f.startswith("export_"))[0]
+    root = ET.parse(os.path.join(out, folder, f"{folder}.extracted.xml")).getroot()
+    tables = [(t.get("name"), int(t.get("rows")), int(t.get("bytes"))) for t in root.iter("table")]
+    return {
+        "folder": folder,
+        "rows": sum(t[1] for t in tables),
+        "bytes": sum(t[2] for t in tables),
+        "tables": [t[0] for t in tables],
+        "from": int(root.find("hwm-from").get("audit-key")),
+        "to": int(root.find("hwm-to").get("audit-key")),
+    }
+
+
+def ours_export(source, out):
+    shutil.rmtree(out, ignore_errors=True)
+    return run([BIN, "-q", "export", "--source", source, "--output", out])
+
+
+def floor_export(db, info, work, copy_only):
+    """psql \\copy of the same rows per table (then zip and sha1sum unless copy_only)."""
+    d = os.path.join(work, "floor")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    lo, hi = info["from"] + 1, info["to"]
+    lines = ["set -e", f"cd {d}"]
+    for t in info["tables"]:
+        has_update = psql(db, "select count(*) from information_schema.columns where "
+                              f"table_name = '{t}' and column_name = 'update_audit_key'") == "1"
+        cond = f"create_audit_key between {lo} and {hi}"
+        if has_update:
+            cond += f" or update_audit_key between {lo} and {hi}"
+        lines.append(f"psql -h 127.0.0.1 -U postgres -d {db} -qc "
+                     f"\"\\copy (select * from {t} where {cond} order by 1) to '{t}.csv' csv header\"")
+        if not copy_only:
+            lines.append(f"sha1sum {t}.csv > {t}.csv.sha1")
+    if not copy_only:
+        lines.append("zip -q export.zip *.csv *.csv.sha1")
+        lines.append("sha1sum export.zip > export.zip.sha1")
+    script = os.path.join(work, "floor_export.sh")
+    with open(script, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return run(["bash", script])
+
+
+def fresh_pg_target(name):
+    psql("postgres", f"drop database if exists {name}")
+    psql("postgres", f"create database {name}")
+    run([BIN, "-q", "target-schema", "--apply", f"{PG}/{name}"])
+    return f"{PG}/{name}"
+
+
+def floor_load_script(info, out, work):
+    csvdir = os.path.join(work, "csv")
+    shutil.rmtree(csvdir, ignore_errors=True)
+    with zipfile.ZipFile(os.path.join(out, info["folder"], info["folder"] + ".zip")) as z:
+        z.extractall(csvdir)
+    lines = ["\\set ON_ERROR_STOP on", "BEGIN;"]
+    for t in info["tables"]:
+        with open(os.path.join(csvdir, f"{t}.csv")) as f:
+            cols = f.readline().strip()
+        names = cols.split(",")
+        sets = ", ".join(f"{c} = excluded.{c}" for c in names[1:])
+        lines += [
+            f"CREATE TEMP TABLE s_{t} AS SELECT {cols} FROM {t} WITH NO DATA;",
+            f"\\copy s_{t} ({cols}) from '{csvdir}/{t}.csv' csv header",
+            f"INSERT INTO {t} ({cols}) SELECT {cols} FROM s_{t} ON CONFLICT ({names[0]}) DO UPDATE SET {sets};",
+        ]
+    lines.append("COMMIT;")
+    script = os.path.join(work, "floor_load.sql")
+    with open(script, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return script
+
+
+def ours_load(out, target):
+    return run([BIN, "-q", "load", "--input", out, "--target", target])
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def main():
+    if not os.path.exists(BIN):
+        sys.exit("bench: build first (make bench builds the release binary)")
+    if not shutil.which("zip"):
+        log("installing zip for the floor pipeline")
+        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "zip"], check=True, capture_output=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    os.makedirs(OUT_DIR, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="gim-bench-")
+    results = {"runs": RUNS, "interactions": MAIN}
+    try:
+        db = pg_source(MAIN)
+        src = f"{PG}/{db}"
+        out = os.path.join(work, "out")
+
+        log(f"export: ours, floor pipeline, bare copy ({RUNS} runs each)")
+        ours, floor, copy = [], [], []
+        for _ in range(RUNS):
+            ours.append(ours_export(src, out))
+            info = export_info(out)
+            floor.append(floor_export(db, info, work, copy_only=False))
+            copy.append(floor_export(db, info, work, copy_only=True))
+        results["day"] = {"rows": info["rows"], "csv_bytes": info["bytes"], "tables": len(info["tables"])}
+        results["export"] = {
+            "ours_s": median(s for s, _ in ours), "ours_rss_kib": median(r for _, r in ours),
+            "floor_pipeline_s": median(s for s, _ in floor), "floor_copy_s": median(s for s, _ in copy),
+        }
+
+        log(f"load: ours and floor, into empty and full targets ({RUNS} runs each)")
+        script = floor_load_script(info, out, work)
+        le, lf, fe, ff = [], [], [], []
+        for _ in range(RUNS):
+            target = fresh_pg_target("gim_bench_target")
+            le.append(ours_load(out, target))
+            psql("gim_bench_target", "delete from gim_export_ledger")  # the same export again: all updates
+            lf.append(ours_load(out, target))
+            fresh_pg_target("gim_bench_target")
+            fe.append(run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "gim_bench_target", "-q", "-f", script]))
+            ff.append(run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "gim_bench_target", "-q", "-f", script]))
+        psql("postgres", "drop database if exists gim_bench_target")
+        results["load"] = {
+            "empty_s": median(s for s, _ in le), "empty_rss_kib": median(r for _, r in le),
+            "full_s": median(s for s, _ in lf),
+            "floor_empty_s": median(s for s, _ in fe), "floor_full_s": median(s for s, _ in ff),
+        }
+
+        log(f"embedded: the same day in SQLite, exported and loaded ({RUNS} runs)")
+        lite = sqlite_source(MAIN)
+        se, sl = [], []
+        for _ in range(RUNS):
+            se.append(ours_export(f"sqlite://{lite}", out))
+            tdb = os.path.join(work, "target.db")
+            for f in (tdb, tdb + ".gim-export-load.lock"):
+                if os.path.exists(f):
+                    os.remove(f)
+            sl.append(ours_load(out, f"sqlite://{tdb}"))
+        lite_info = export_info(out)
+        results["sqlite"] = {
+            "rows": lite_info["rows"], "csv_bytes": lite_info["bytes"],
+            "export_s": median(s for s, _ in se), "export_rss_kib": median(r for _, r in se),
+            "load_s": median(s for s, _ in sl), "load_rss_kib": median(r for _, r in sl),
+        }
+
+        results["rss"] = []
+        for n in [SMALL, LARGE]:
+            if n <= 0:
+                continue
+            log(f"peak RSS at {n} interactions")
+            sdb = pg_source(n)
+            e = ours_export(f"{PG}/{sdb}", out)
+            i = export_info(out)
+            target = fresh_pg_target("gim_bench_target")
+            l = ours_load(out, target)
+            psql("postgres", "drop database if exists gim_bench_target")
+            results["rss"].append({"interactions": n, "rows": i["rows"], "export_rss_kib": e[1],
+                                   "load_rss_kib": l[1], "export_s": e[0], "load_s": l[0]})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    with open(os.path.join(OUT_DIR, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print_table(results)
+
+
+def print_table(r):
+    rows, mb = r["day"]["rows"], r["day"]["csv_bytes"] / 1e6
+    ex, ld = r["export"], r["load"]
+
+    def line(what, s, rss=None, ratio=None, n=rows, m=mb):
+        rss_s = f"{rss / 1024:.0f} MiB" if rss else "-"
+        ratio_s = f"{ratio:.2f}" if ratio is not None else ""
+        print(f"{what:<40} {s:>8.2f} {n / s:>12,.0f} {m / s:>9.1f} {rss_s:>9} {ratio_s:>10}")
+
+    print(f"\none simulated day in PostgreSQL: {rows:,} rows, {mb:.1f} MB of CSV, {r['day']['tables']} tables; "
+          f"medians of {r['runs']} runs\n")
+    print(f"{'what':<40} {'wall s':>8} {'rows/s':>12} {'CSV MB/s':>9} {'peak RSS':>9} {'ours/this':>10}")
+    line("gim-export export", ex["ours_s"], ex["ours_rss_kib"])
+    line("floor: psql \\copy + zip + sha1sum", ex["floor_pipeline_s"], ratio=ex["ours_s"] / ex["floor_pipeline_s"])
+    line("floor: psql \\copy alone", ex["floor_copy_s"], ratio=ex["ours_s"] / ex["floor_copy_s"])
+    line("gim-export load, empty target", ld["empty_s"], ld["empty_rss_kib"])
+    line("floor: COPY + upsert, empty target", ld["floor_empty_s"], ratio=ld["empty_s"] / ld["floor_empty_s"])
+    line("gim-export load, full target", ld["full_s"])
+    line("floor: COPY + upsert, full target", ld["floor_full_s"], ratio=ld["full_s"] / ld["floor_full_s"])
+    s = r["sqlite"]
+    line("embedded: SQLite export", s["export_s"], s["export_rss_kib"], n=s["rows"], m=s["csv_bytes"] / 1e6)
+    line("embedded: SQLite load", s["load_s"], s["load_rss_kib"], n=s["rows"], m=s["csv_bytes"] / 1e6)
+    for x in r["rss"]:
+        print(f"peak RSS at {x['rows']:>11,} rows: export {x['export_rss_kib'] / 1024:.0f} MiB "
+              f"({x['export_s']:.1f} s), load {x['load_rss_kib'] / 1024:.0f} MiB ({x['load_s']:.1f} s)")
+    print(f"\nwrote {os.path.join(OUT_DIR, 'results.json')}")
+
+
+if __name__ == "__main__":
+    main()
