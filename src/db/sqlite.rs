@@ -1,14 +1,12 @@
 //! SQLite: the embedded default source, for the demo and small sites.
 
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use std::io::Write as _;
-
 use bytes::Bytes;
-use futures::TryStreamExt;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
-use sqlx::{Row, TypeInfo, ValueRef};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::Row;
 
 use super::{
     order_by, quote_ident, window_predicate, Column, ColumnKind, CsvChunks, DbError, DbUrl, Table,
@@ -97,6 +95,8 @@ impl SqliteSource {
         read_tables(&self.pool, &self.url).await
     }
 
+    /// Streams the rows through a blocking rusqlite cursor on its own thread: sqlx-sqlite hands
+    /// every row across a channel from its worker, several times the cost of reading it here.
     pub async fn copy_rows_csv(
         &self,
         table: &Table,
@@ -111,28 +111,65 @@ impl SqliteSource {
             window_predicate(table, ranges),
             order_by(table)
         );
+        let path = options(&self.url)?.get_filename().to_path_buf();
+        let url = self.url.clone();
         let what = format!("reading table {}", table.name);
-        let mut rows = sqlx::query(&sql).fetch(&self.pool);
-        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_BYTES + 4096);
-        let n = table.columns.len();
-        while let Some(row) = rows
-            .try_next()
-            .await
-            .map_err(|e| DbError::query(&self.url, &what, e))?
-        {
-            write_row(&row, n, &mut buf).map_err(|e| DbError::query(&self.url, &what, e))?;
-            if buf.len() >= CHUNK_BYTES {
-                let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_BYTES + 4096));
-                if out.send(Bytes::from(full)).await.is_err() {
-                    return Ok(()); // the writer stopped; it reports its own error
+        let out = out.clone();
+        let read = tokio::task::spawn_blocking(move || read_csv_blocking(&path, &sql, &out));
+        match read.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(DbError::Query {
+                url: url.to_string(),
+                what,
+                reason: e.to_string(),
+            }),
+            Err(e) => Err(DbError::Query {
+                url: url.to_string(),
+                what,
+                reason: format!("reader thread failed: {e}"),
+            }),
+        }
+    }
+}
+
+/// Runs `sql` on a read-only connection and sends the rows as CSV chunks: integers in decimal, text
+/// as is, NULL and empty text as an empty field.
+fn read_csv_blocking(path: &Path, sql: &str, out: &CsvChunks) -> rusqlite::Result<()> {
+    use rusqlite::types::ValueRef;
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    let mut stmt = conn.prepare(sql)?;
+    let n = stmt.column_count();
+    let mut rows = stmt.query([])?;
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_BYTES + 4096);
+    let mut int = itoa::Buffer::new();
+    while let Some(row) = rows.next()? {
+        for i in 0..n {
+            match row.get_ref(i)? {
+                ValueRef::Null => push_csv_field(&mut buf, b"", i == 0),
+                ValueRef::Integer(v) => push_csv_field(&mut buf, int.format(v).as_bytes(), i == 0),
+                ValueRef::Real(v) => push_csv_field(&mut buf, v.to_string().as_bytes(), i == 0),
+                ValueRef::Text(t) => push_csv_field(&mut buf, t, i == 0),
+                ValueRef::Blob(b) => {
+                    push_csv_field(&mut buf, String::from_utf8_lossy(b).as_bytes(), i == 0)
                 }
             }
         }
-        if !buf.is_empty() {
-            let _ = out.send(Bytes::from(buf)).await;
+        buf.push(b'\n');
+        if buf.len() >= CHUNK_BYTES {
+            let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_BYTES + 4096));
+            if out.blocking_send(Bytes::from(full)).is_err() {
+                return Ok(()); // the writer stopped; it reports its own error
+            }
         }
-        Ok(())
     }
+    if !buf.is_empty() {
+        let _ = out.blocking_send(Bytes::from(buf));
+    }
+    Ok(())
 }
 
 /// Every table of a SQLite database with its columns and primary key.
@@ -172,46 +209,6 @@ pub async fn read_tables(pool: &SqlitePool, url: &DbUrl) -> Result<Vec<Table>, D
         });
     }
     Ok(tables)
-}
-
-/// Writes one row: integers in decimal, text as is, NULL and empty text as an empty field.
-fn write_row(row: &SqliteRow, n: usize, out: &mut Vec<u8>) -> Result<(), sqlx::Error> {
-    for i in 0..n {
-        let raw = row.try_get_raw(i)?;
-        if raw.is_null() {
-            push_csv_field(out, b"", i == 0);
-            continue;
-        }
-        let kind = match raw.type_info().name() {
-            "INTEGER" => ColumnKind::Integer,
-            "REAL" | "BLOB" => ColumnKind::Other,
-            _ => ColumnKind::Text,
-        };
-        match kind {
-            ColumnKind::Integer => {
-                let v: i64 = row.try_get_unchecked(i)?;
-                if i > 0 {
-                    out.push(b',');
-                }
-                let _ = write!(out, "{v}");
-            }
-            ColumnKind::Text => {
-                let v: &str = row.try_get_unchecked(i)?;
-                push_csv_field(out, v.as_bytes(), i == 0);
-            }
-            ColumnKind::Other => {
-                let text = match raw.type_info().name() {
-                    "REAL" => row.try_get_unchecked::<f64, _>(i)?.to_string(),
-                    _ => {
-                        String::from_utf8_lossy(row.try_get_unchecked::<&[u8], _>(i)?).into_owned()
-                    }
-                };
-                push_csv_field(out, text.as_bytes(), i == 0);
-            }
-        }
-    }
-    out.push(b'\n');
-    Ok(())
 }
 
 /// A column's kind from its declared SQLite type (type affinity rules).
