@@ -374,8 +374,9 @@ async fn plan_tables(
             report.migrations.push(what);
             existing = refresh(target).await?;
         }
-        let current = &existing[&table];
+        let mut altered = false;
         for c in &header {
+            let current = &existing[&table];
             if current.column(c).is_some() {
                 continue;
             }
@@ -399,8 +400,11 @@ async fn plan_tables(
             let what = format!("added column {table}.{c} {sql_type}");
             info!(folder, "{what}");
             report.migrations.push(what);
+            altered = true;
         }
-        existing = refresh(target).await?;
+        if altered {
+            existing = refresh(target).await?;
+        }
         let current = &existing[&table];
         let primary_key: Vec<String> = current
             .primary_key
@@ -467,6 +471,43 @@ fn read_headers(zip_path: &Path) -> Result<BTreeMap<String, (Vec<String>, String
         out.insert(table, (header, digest));
     }
     Ok(out)
+}
+
+/// Streams one CSV out of the zip on a blocking thread (decompressing and hashing while the database
+/// takes the previous chunks), in chunks through a bounded channel. The thread returns the CSV's SHA-1.
+pub fn stream_csv(
+    zip_path: &Path,
+    table: &str,
+) -> (
+    tokio::sync::mpsc::Receiver<Vec<u8>>,
+    tokio::task::JoinHandle<Result<String>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let (zip_path, table) = (zip_path.to_path_buf(), table.to_string());
+    let handle = tokio::task::spawn_blocking(move || {
+        let mut zip = zip::ZipArchive::new(std::fs::File::open(&zip_path)?)?;
+        let mut reader = open_csv(&mut zip, &table)?;
+        loop {
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut filled = 0;
+            while filled < buf.len() {
+                let n = reader.read(&mut buf[filled..])?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                break;
+            }
+            buf.truncate(filled);
+            if tx.blocking_send(buf).is_err() {
+                break; // the loader stopped; it reports its own error
+            }
+        }
+        Ok(reader.hex())
+    });
+    (rx, handle)
 }
 
 /// Opens one CSV of the zip as a hashing reader (the checksum is compared again as the rows load, so a

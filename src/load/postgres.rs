@@ -2,7 +2,6 @@
 //! session advisory lock keeps a second loader out.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -10,7 +9,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Row};
 
-use super::{check_loaded_sha1, merge_sql, open_csv, LedgerEntry, TablePlan, TargetLocked};
+use super::{check_loaded_sha1, merge_sql, stream_csv, LedgerEntry, TablePlan, TargetLocked};
 use crate::audit::HighWaterMark;
 use crate::db::{self, DbError, DbUrl, Table};
 use crate::package::checkpoint;
@@ -120,7 +119,6 @@ impl PgTarget {
             let what = what.to_string();
             move |e| DbError::query(&url, what, e)
         };
-        let mut zip = zip::ZipArchive::new(std::fs::File::open(zip_path)?)?;
         let mut tx = self
             .pool
             .begin()
@@ -137,7 +135,7 @@ impl PgTarget {
             .execute(&mut *tx)
             .await
             .map_err(err(&what))?;
-            let mut reader = open_csv(&mut zip, &plan.table)?;
+            let (mut chunks, hasher) = stream_csv(zip_path, &plan.table);
             {
                 let mut copy = tx
                     .copy_in_raw(&format!(
@@ -145,21 +143,18 @@ impl PgTarget {
                     ))
                     .await
                     .map_err(err(&what))?;
-                let mut buf = vec![0u8; 256 * 1024];
-                loop {
-                    let n = reader
-                        .read(&mut buf)
-                        .with_context(|| format!("reading {}.csv", plan.table))?;
-                    if n == 0 {
-                        break;
-                    }
-                    copy.send(&buf[..n]).await.map_err(err(&what))?;
+                while let Some(chunk) = chunks.recv().await {
+                    copy.send(chunk).await.map_err(err(&what))?;
                     checkpoint();
                 }
                 let n = copy.finish().await.map_err(err(&what))?;
                 rows.insert(plan.table.clone(), n);
             }
-            check_loaded_sha1(&entry.folder, plan, &reader.hex())?;
+            let digest = hasher
+                .await
+                .context("CSV reader thread failed")?
+                .with_context(|| format!("reading {}.csv", plan.table))?;
+            check_loaded_sha1(&entry.folder, plan, &digest)?;
             // Exports hold each key once: merge as staged, and sort out duplicates only when
             // PostgreSQL finds some (cardinality_violation) in a file made by other hands.
             sqlx::raw_sql("SAVEPOINT gx_merge")
