@@ -216,26 +216,33 @@ pub fn quote_ident(name: &str) -> String {
 
 /// The `WHERE` condition selecting the rows created or updated by the keys in `ranges`.
 pub fn window_predicate(table: &Table, ranges: &[(i64, i64)]) -> String {
-    if ranges.is_empty() {
+    let preds: Vec<String> = ["create_audit_key", "update_audit_key"]
+        .iter()
+        .filter_map(|c| key_predicate(table, c, ranges))
+        .collect();
+    if preds.is_empty() {
         return "1 = 0".to_string();
     }
-    let mut cols = Vec::new();
-    for c in ["create_audit_key", "update_audit_key"] {
-        if let Some(col) = table.column(c) {
-            cols.push(quote_ident(&col.name));
-        }
+    preds.join(" OR ")
+}
+
+/// `column` (if the table has it) within `ranges`: `(c BETWEEN 1 AND 5 OR c = 7)`.
+pub fn key_predicate(table: &Table, column: &str, ranges: &[(i64, i64)]) -> Option<String> {
+    let col = quote_ident(&table.column(column)?.name);
+    if ranges.is_empty() {
+        return Some("1 = 0".to_string());
     }
-    let mut parts = Vec::new();
-    for col in &cols {
-        for (lo, hi) in ranges {
+    let parts: Vec<String> = ranges
+        .iter()
+        .map(|(lo, hi)| {
             if lo == hi {
-                parts.push(format!("{col} = {lo}"));
+                format!("{col} = {lo}")
             } else {
-                parts.push(format!("{col} BETWEEN {lo} AND {hi}"));
+                format!("{col} BETWEEN {lo} AND {hi}")
             }
-        }
-    }
-    parts.join(" OR ")
+        })
+        .collect();
+    Some(format!("({})", parts.join(" OR ")))
 }
 
 /// `ORDER BY` for a table: its primary key, or every column when it has none.
@@ -381,7 +388,7 @@ mod tests {
         };
         assert_eq!(
             window_predicate(&t, &[(1, 3), (7, 7)]),
-            "\"CREATE_AUDIT_KEY\" BETWEEN 1 AND 3 OR \"CREATE_AUDIT_KEY\" = 7 OR \"UPDATE_AUDIT_KEY\" BETWEEN 1 AND 3 OR \"UPDATE_AUDIT_KEY\" = 7"
+            "(\"CREATE_AUDIT_KEY\" BETWEEN 1 AND 3 OR \"CREATE_AUDIT_KEY\" = 7) OR (\"UPDATE_AUDIT_KEY\" BETWEEN 1 AND 3 OR \"UPDATE_AUDIT_KEY\" = 7)"
         );
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
     }

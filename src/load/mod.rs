@@ -97,13 +97,14 @@ pub struct TablePlan {
 
 /// The merge statement, the same in both dialects: one row per primary key (the greatest version, then
 /// the last in the file), inserted or updated by primary key. Without `dedupe` the staged rows go in as
-/// they are (faster; PostgreSQL rejects it when a key appears twice).
-pub fn merge_sql(plan: &TablePlan, stage: &str, dedupe: bool) -> String {
+/// they are (faster; PostgreSQL rejects it when a key appears twice). `row_order` is the column that
+/// follows the file's order in the freshly filled stage table (`ctid` on PostgreSQL, `rowid` on SQLite).
+pub fn merge_sql(plan: &TablePlan, stage: &str, dedupe: bool, row_order: &str) -> String {
     let cols = plan.columns.join(", ");
     let pk = plan.primary_key.join(", ");
     let order = match &plan.version_column {
-        Some(v) => format!("{v} DESC, gx_seq DESC"),
-        None => "gx_seq DESC".to_string(),
+        Some(v) => format!("{v} DESC, {row_order} DESC"),
+        None => format!("{row_order} DESC"),
     };
     let updates: Vec<String> = plan
         .columns

@@ -128,8 +128,7 @@ impl PgTarget {
             let what = format!("loading table {}", plan.table);
             let cols = plan.columns.join(", ");
             sqlx::raw_sql(&format!(
-                "CREATE TEMP TABLE gx_stage AS SELECT {cols} FROM {} WITH NO DATA; \
-                 ALTER TABLE gx_stage ADD COLUMN gx_seq bigint GENERATED ALWAYS AS IDENTITY;",
+                "CREATE TEMP TABLE gx_stage AS SELECT {cols} FROM {} WITH NO DATA;",
                 plan.table
             ))
             .execute(&mut *tx)
@@ -161,7 +160,7 @@ impl PgTarget {
                 .execute(&mut *tx)
                 .await
                 .map_err(err(&what))?;
-            match sqlx::raw_sql(&merge_sql(plan, "gx_stage", false))
+            match sqlx::raw_sql(&merge_sql(plan, "gx_stage", false, "ctid"))
                 .execute(&mut *tx)
                 .await
             {
@@ -169,7 +168,7 @@ impl PgTarget {
                 Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("21000") => {
                     sqlx::raw_sql(&format!(
                         "ROLLBACK TO SAVEPOINT gx_merge; {}",
-                        merge_sql(plan, "gx_stage", true)
+                        merge_sql(plan, "gx_stage", true, "ctid")
                     ))
                     .execute(&mut *tx)
                     .await

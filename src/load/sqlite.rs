@@ -156,8 +156,7 @@ impl SqliteTarget {
             let what = format!("loading table {}", plan.table);
             sqlx::raw_sql(&format!(
                 "DROP TABLE IF EXISTS temp.gx_stage; \
-                 CREATE TEMP TABLE gx_stage AS SELECT {} FROM main.{} WHERE 0; \
-                 ALTER TABLE gx_stage ADD COLUMN gx_seq INTEGER;",
+                 CREATE TEMP TABLE gx_stage AS SELECT {} FROM main.{} WHERE 0;",
                 plan.columns.join(", "),
                 plan.table
             ))
@@ -165,12 +164,12 @@ impl SqliteTarget {
             .await
             .map_err(err(&what))?;
 
-            let per_row = plan.columns.len() + 1;
+            let per_row = plan.columns.len();
             let batch_rows = (MAX_PARAMS / per_row).clamp(1, 500);
             let insert = |n: usize| {
                 let one = format!("({})", vec!["?"; per_row].join(","));
                 format!(
-                    "INSERT INTO gx_stage ({}, gx_seq) VALUES {}",
+                    "INSERT INTO gx_stage ({}) VALUES {}",
                     plan.columns.join(", "),
                     vec![one; n].join(",")
                 )
@@ -226,7 +225,6 @@ impl SqliteTarget {
                         for f in rec.iter() {
                             q = q.bind(if f.is_empty() { None } else { Some(f) });
                         }
-                        q = q.bind(seq);
                     }
                     q.execute(&mut *tx).await.map_err(err(&what))?;
                     batch.clear();
@@ -239,7 +237,7 @@ impl SqliteTarget {
             drop(records);
             check_loaded_sha1(&entry.folder, plan, &csv.into_inner().hex())?;
             rows.insert(plan.table.clone(), seq as u64);
-            sqlx::raw_sql(&merge_sql(plan, "gx_stage", true))
+            sqlx::raw_sql(&merge_sql(plan, "gx_stage", true, "rowid"))
                 .execute(&mut *tx)
                 .await
                 .map_err(err(&what))?;
