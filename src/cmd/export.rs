@@ -38,8 +38,9 @@ pub struct Args {
     /// Tables exported at the same time (default: the number of CPUs, at least 2).
     #[arg(long, env = "GIM_EXPORT_THREADS")]
     pub threads: Option<usize>,
-    /// Deflate level for the zip: 1 (fastest) to 9 (smallest).
-    #[arg(long, env = "GIM_EXPORT_COMPRESSION_LEVEL", default_value_t = 6,
+    /// Deflate level for the zip: 1 (fastest) to 9 (smallest). The default 3 is within ~7% of level
+    /// 6's size at almost twice its speed.
+    #[arg(long, env = "GIM_EXPORT_COMPRESSION_LEVEL", default_value_t = 3,
           value_parser = clap::value_parser!(i64).range(1..=9))]
     pub compression_level: i64,
     /// Value written as gim-schema-version in extracted.xml.
