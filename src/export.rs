@@ -3,6 +3,7 @@
 //! One run: take the output lock, clear what a dead run left, read the chain state, then (repeatedly
 //! with `catch_up`) plan a window from the audit log, write its tables in parallel, and publish.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -14,7 +15,8 @@ use tracing::{info, warn};
 use crate::audit::AuditKeySet;
 use crate::db::{DbUrl, Source, Table};
 use crate::format::{ExportMetadata, ExportName};
-use crate::outdir::OutputDir;
+use crate::ops::{self, LastRun, Metrics, TableFilter};
+use crate::outdir::{OutputDir, OutputError};
 use crate::package::{self, TablePart, ZipStyle};
 use crate::window::{plan_next, AuditWindow, ChainState, Plan, PlanRequest};
 
@@ -34,6 +36,23 @@ pub struct ExportConfig {
     pub threads: usize,
     pub compression_level: i64,
     pub gim_schema_version: String,
+    /// Plan and count, write nothing.
+    pub dry_run: bool,
+    pub tables: TableFilter,
+    /// Remove complete folders older than this many days after a run (0: keep all).
+    pub keep_days: u32,
+    /// Run after each publish with the folder's path.
+    pub on_publish: Option<String>,
+    /// Write a Prometheus textfile here after each run.
+    pub metrics_file: Option<PathBuf>,
+}
+
+/// An export `--dry-run` would make.
+#[derive(Clone, Debug)]
+pub struct PlannedExport {
+    pub name: ExportName,
+    pub window: AuditWindow,
+    pub rows: BTreeMap<String, i64>,
 }
 
 /// One published export.
@@ -49,6 +68,16 @@ pub struct ExportReport {
     pub published: Vec<Published>,
     /// Settled late keys held back because alone they would not move the chain.
     pub waiting: usize,
+    /// `--dry-run`: what would be exported.
+    pub planned: Vec<PlannedExport>,
+    /// Folders removed by retention.
+    pub pruned: Vec<String>,
+    /// Problems that did not fail the run (a failed `--on-publish`).
+    pub warnings: Vec<String>,
+    /// Data time of the newest settled source key minus the chain's max-data-ts.
+    pub lag_seconds: Option<i64>,
+    /// Settled source keys not exported yet.
+    pub keys_behind: Option<usize>,
 }
 
 /// Refused: `--start-date` on a directory that already holds a chain.
@@ -59,7 +88,19 @@ pub struct StartDateOnExistingChain {
     pub latest: String,
 }
 
+/// Runs the export job, then records its outcome (unless it was a dry run or another run holds the
+/// directory) for `status` and `--metrics-file`.
 pub async fn run(config: &ExportConfig) -> Result<ExportReport> {
+    let started = chrono::Utc::now().timestamp();
+    let clock = std::time::Instant::now();
+    let result = run_job(config).await;
+    if !config.dry_run {
+        record_run(config, started, clock.elapsed().as_secs_f64(), &result);
+    }
+    result
+}
+
+async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
     let out = OutputDir::new(&config.output)?;
     // Check the source before touching the output, so a bad source writes nothing.
     let source = Source::connect(&config.source, config.threads as u32).await?;
@@ -68,13 +109,18 @@ pub async fn run(config: &ExportConfig) -> Result<ExportReport> {
         .tables()
         .await?
         .into_iter()
-        .filter(Table::is_exportable)
+        .filter(|t| t.is_exportable() && config.tables.allows(&t.name))
         .collect();
 
-    let lock = out.lock()?;
-    for name in out.clean_staging(&lock)? {
-        warn!(staging = %name, "removed the unfinished folder of an interrupted run");
-    }
+    let lock = if config.dry_run {
+        None
+    } else {
+        let lock = out.lock()?;
+        for name in out.clean_staging(&lock)? {
+            warn!(staging = %name, "removed the unfinished folder of an interrupted run");
+        }
+        Some(lock)
+    };
     let latest = out.latest()?;
     if let (Some(latest), Some(_)) = (&latest, config.start_ts) {
         return Err(StartDateOnExistingChain {
@@ -92,6 +138,8 @@ pub async fn run(config: &ExportConfig) -> Result<ExportReport> {
 
     let source = Arc::new(source);
     let mut report = ExportReport::default();
+    let mut newest_source_data: Option<i64> = None;
+    let mut settled_above: Vec<i64> = Vec::new();
     loop {
         source.begin_snapshot().await?;
         let after = state.as_ref().map(|s| s.hwm.audit_key).unwrap_or(0);
@@ -100,6 +148,11 @@ pub async fn run(config: &ExportConfig) -> Result<ExportReport> {
             .map(|s| s.pending.iter().collect())
             .unwrap_or_default();
         let log = source.read_audit_log(after, &pending).await?;
+        let settled = log.iter().filter(|e| e.is_settled());
+        newest_source_data =
+            newest_source_data.max(settled.clone().filter_map(|e| e.max_chunk_ts).max());
+        settled_above.clear();
+        settled_above.extend(settled.map(|e| e.audit_key));
         let plan = plan_next(PlanRequest {
             log: &log,
             previous: state.as_ref(),
@@ -116,11 +169,54 @@ pub async fn run(config: &ExportConfig) -> Result<ExportReport> {
         if !window.dropped_pending.is_empty() {
             warn!(keys = %window.dropped_pending, "pending audit keys no longer in CTL_AUDIT_LOG; forgotten");
         }
-        let published = export_window(&source, &tables, &window, config, &out).await?;
+        if config.dry_run {
+            let mut rows = BTreeMap::new();
+            for t in &tables {
+                rows.insert(
+                    t.lower_name(),
+                    source.count_rows(t, &window.key_ranges).await?,
+                );
+            }
+            report.planned.push(PlannedExport {
+                name: ExportName {
+                    hwm_to: window.hwm_to.audit_key,
+                    max_data_ts: window.max_data_ts,
+                },
+                window: window.clone(),
+                rows,
+            });
+        } else {
+            let published = export_window(&source, &tables, &window, config, &out).await?;
+            if let Some(cmd) = &config.on_publish {
+                let folder = published.folder.clone();
+                let cmd = cmd.clone();
+                if let Err(e) =
+                    tokio::task::spawn_blocking(move || ops::run_hook(&cmd, &folder)).await?
+                {
+                    warn!("{e}; the export stands");
+                    report.warnings.push(e);
+                }
+            }
+            report.published.push(published);
+        }
         state = Some(window.chain_state());
-        report.published.push(published);
         if !config.catch_up {
             break;
+        }
+    }
+    if let Some(s) = &state {
+        report.lag_seconds = newest_source_data.map(|t| (t - s.max_data_ts).max(0));
+        report.keys_behind = Some(
+            settled_above
+                .iter()
+                .filter(|k| **k > s.hwm.audit_key || s.pending.contains(**k))
+                .count(),
+        );
+    }
+    if lock.is_some() {
+        for name in ops::prune(out.path(), config.keep_days, std::time::SystemTime::now())? {
+            info!(folder = %name, keep_days = config.keep_days, "removed by retention");
+            report.pruned.push(name);
         }
     }
     drop(lock);
@@ -128,6 +224,81 @@ pub async fn run(config: &ExportConfig) -> Result<ExportReport> {
         source.close().await;
     }
     Ok(report)
+}
+
+/// Writes the last-run record and the metrics textfile. Failures here are logged, never fatal.
+fn record_run(config: &ExportConfig, started: i64, seconds: f64, result: &Result<ExportReport>) {
+    let dir = &config.output;
+    if !dir.is_dir() {
+        return; // nothing was written (bad source or output): nothing to record either
+    }
+    if let Err(e) = result {
+        if matches!(
+            e.downcast_ref::<OutputError>(),
+            Some(OutputError::Locked(_))
+        ) {
+            return; // the other run records its own outcome
+        }
+    }
+    let now = chrono::Utc::now().timestamp();
+    let previous = ops::read_last_run(dir);
+    let mut rows_per_table: BTreeMap<String, u64> = BTreeMap::new();
+    let run = match result {
+        Ok(report) => {
+            for t in report.published.iter().flat_map(|p| p.meta.tables.iter()) {
+                *rows_per_table.entry(t.name.clone()).or_default() += t.rows;
+            }
+            LastRun {
+                result: if report.published.is_empty() {
+                    "nothing-to-do"
+                } else {
+                    "success"
+                }
+                .into(),
+                started_at: started,
+                finished_at: now,
+                duration_seconds: seconds,
+                folders: report.published.len(),
+                rows: rows_per_table.values().sum(),
+                bytes: report
+                    .published
+                    .iter()
+                    .flat_map(|p| p.meta.tables.iter())
+                    .map(|t| t.bytes)
+                    .sum(),
+                error: None,
+                warnings: report.warnings.clone(),
+                last_success_at: Some(now),
+            }
+        }
+        Err(e) => LastRun {
+            result: "failed".into(),
+            started_at: started,
+            finished_at: now,
+            duration_seconds: seconds,
+            error: Some(format!("{e:#}")),
+            last_success_at: previous.and_then(|p| p.last_success_at),
+            ..Default::default()
+        },
+    };
+    if let Err(e) = ops::write_last_run(dir, &run) {
+        warn!("could not record the run in {}: {e}", dir.display());
+    }
+    if let Some(path) = &config.metrics_file {
+        let latest = OutputDir::new(dir)
+            .ok()
+            .and_then(|o| o.latest().ok().flatten());
+        let metrics = Metrics {
+            run,
+            rows_per_table,
+            hwm_audit_key: latest.as_ref().map(|m| m.hwm_to.audit_key),
+            max_data_ts: latest.as_ref().map(|m| m.max_data_ts),
+            lag_seconds: result.as_ref().ok().and_then(|r| r.lag_seconds),
+        };
+        if let Err(e) = ops::write_metrics(path, &metrics) {
+            warn!("could not write the metrics file {}: {e}", path.display());
+        }
+    }
 }
 
 /// Writes and publishes one export folder for `window`.

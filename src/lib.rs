@@ -14,6 +14,7 @@ pub mod export;
 pub mod format;
 pub mod load;
 pub mod logging;
+pub mod ops;
 pub mod outdir;
 pub mod package;
 pub mod simulate;

@@ -106,6 +106,11 @@ fn check_history(seed: u64, steps: &[(u32, u8)], chunk_seconds: i64) {
                 threads: 2,
                 compression_level: 1,
                 gim_schema_version: "test".into(),
+                dry_run: false,
+                tables: Default::default(),
+                keep_days: 0,
+                on_publish: None,
+                metrics_file: None,
             }))
             .unwrap();
         }

@@ -6,7 +6,8 @@ use anyhow::Result;
 
 use super::{parse_date, parse_seconds, parse_url, ConfigError};
 use crate::exit::ExitCode;
-use crate::export::{self, ExportConfig};
+use crate::export::{self, ExportConfig, ExportReport};
+use crate::ops::TableFilter;
 
 /// Export the rows changed since the last export into the next export_XXX folder.
 ///
@@ -43,6 +44,37 @@ pub struct Args {
     #[arg(long, env = "GIM_EXPORT_COMPRESSION_LEVEL", default_value_t = 3,
           value_parser = clap::value_parser!(i64).range(1..=9))]
     pub compression_level: i64,
+    /// Plan the next export(s) and count their rows per table; write nothing.
+    #[arg(long, short = 'n', env = "GIM_EXPORT_DRY_RUN")]
+    pub dry_run: bool,
+    /// Only tables matching these patterns (`*`, `?`; comma-separated or repeated).
+    #[arg(
+        long,
+        env = "GIM_EXPORT_INCLUDE",
+        value_delimiter = ',',
+        value_name = "PATTERN"
+    )]
+    pub include: Vec<String>,
+    /// Leave out tables matching these patterns.
+    #[arg(
+        long,
+        env = "GIM_EXPORT_EXCLUDE",
+        value_delimiter = ',',
+        value_name = "PATTERN"
+    )]
+    pub exclude: Vec<String>,
+    /// Remove complete export folders published more than this many days ago (0 keeps them all).
+    /// The newest folder is always kept.
+    #[arg(long, env = "GIM_EXPORT_KEEP_DAYS", default_value_t = 14)]
+    pub keep_days: u32,
+    /// Command run after each publish (sh -c), with the folder's path as $1 and in
+    /// GIM_EXPORT_FOLDER. Its failure is reported and does not undo the export.
+    #[arg(long, env = "GIM_EXPORT_ON_PUBLISH", value_name = "CMD")]
+    pub on_publish: Option<String>,
+    /// Write a Prometheus textfile here after each run (rows per table, duration, bytes, last success,
+    /// lag).
+    #[arg(long, env = "GIM_EXPORT_METRICS_FILE", value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// Value written as gim-schema-version in extracted.xml.
     #[arg(long, env = "GIM_EXPORT_GIM_SCHEMA_VERSION", default_value = "8.5.116")]
     pub gim_schema_version: String,
@@ -71,6 +103,14 @@ impl Args {
             threads,
             compression_level: self.compression_level,
             gim_schema_version: self.gim_schema_version.clone(),
+            dry_run: self.dry_run,
+            tables: TableFilter {
+                include: self.include.clone(),
+                exclude: self.exclude.clone(),
+            },
+            keep_days: self.keep_days,
+            on_publish: self.on_publish.clone(),
+            metrics_file: self.metrics_file.clone(),
         })
     }
 }
@@ -78,6 +118,9 @@ impl Args {
 pub async fn run(args: Args) -> Result<ExitCode> {
     let config = args.config()?;
     let report = export::run(&config).await?;
+    if config.dry_run {
+        return Ok(print_plan(&report));
+    }
     let rows: u64 = report
         .published
         .iter()
@@ -120,5 +163,31 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             );
             Ok(ExitCode::NothingToDo)
         }
+    }
+}
+
+/// `--dry-run`: one block per export that would be written.
+fn print_plan(report: &ExportReport) -> ExitCode {
+    for p in &report.planned {
+        let total: i64 = p.rows.values().sum();
+        println!(
+            "would publish {} (audit keys {}, pending {}) rows={total}",
+            p.name.folder(),
+            p.window.keys,
+            p.window.pending
+        );
+        for (table, rows) in p.rows.iter().filter(|(_, r)| **r > 0) {
+            println!("  {table:<28} {rows:>10}");
+        }
+    }
+    if report.planned.is_empty() {
+        println!("dry run: nothing to export");
+        ExitCode::NothingToDo
+    } else {
+        println!(
+            "dry run: {} export(s) planned, nothing written",
+            report.planned.len()
+        );
+        ExitCode::Success
     }
 }

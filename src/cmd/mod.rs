@@ -6,6 +6,7 @@
 pub mod export;
 pub mod load;
 pub mod simulate;
+pub mod status;
 pub mod target_schema;
 pub mod verify;
 
@@ -53,6 +54,7 @@ pub enum Command {
     Export(export::Args),
     Verify(verify::Args),
     Load(load::Args),
+    Status(status::Args),
     TargetSchema(target_schema::Args),
 }
 
@@ -75,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Export(a) => export::run(a).await,
             Command::Verify(a) => verify::run(a).await,
             Command::Load(a) => load::run(a).await,
+            Command::Status(a) => status::run(a).await,
             Command::TargetSchema(a) => target_schema::run(a).await,
         }
     })

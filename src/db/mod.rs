@@ -331,6 +331,23 @@ impl Source {
         }
     }
 
+    /// How many rows of `table` the keys in `ranges` changed (for `--dry-run`).
+    pub async fn count_rows(&self, table: &Table, ranges: &[(i64, i64)]) -> Result<i64, DbError> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM {} WHERE {}",
+            quote_ident(&table.name),
+            window_predicate(table, ranges)
+        );
+        let what = format!("counting rows of {}", table.name);
+        match self {
+            Source::Sqlite(s) => sqlx::query_scalar(&sql)
+                .fetch_one(&s.pool)
+                .await
+                .map_err(|e| DbError::query(&s.url, what, e)),
+            Source::Postgres(s) => s.count(&sql, &what).await,
+        }
+    }
+
     /// Releases the snapshot and the connections.
     pub async fn close(self) {
         match self {

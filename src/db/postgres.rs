@@ -180,6 +180,13 @@ impl PgSource {
         Ok(())
     }
 
+    pub async fn count(&self, sql: &str, what: &str) -> Result<i64, DbError> {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| DbError::query(&self.url, what, e))
+    }
+
     pub async fn close(self) {
         if let Some(mut conn) = self.snapshot_conn.lock().await.take() {
             let _ = conn.execute("ROLLBACK").await;

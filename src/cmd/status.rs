@@ -1,0 +1,153 @@
+//! `gim-export status`: is an export running, where the chain stands, how far behind the source it
+//! is, and how the last run ended.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::parse_url;
+use crate::db::Source;
+use crate::exit::ExitCode;
+use crate::ops;
+use crate::outdir::{OutputDir, LOCK_FILE};
+
+/// Show `In progress` or `Ready to start`, the newest export, how far behind the source the chain is,
+/// and the last run's result.
+///
+/// The state comes from the output directory's lock; the position from the newest folder; the lag from
+/// the source's CTL_AUDIT_LOG (settled audit keys not yet exported, and the data time between the
+/// newest settled key and max-data-ts). An unreachable source is reported, not fatal.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Directory that holds the export folders.
+    #[arg(long, short, env = "GIM_EXPORT_OUTPUT", default_value = "output")]
+    pub output: PathBuf,
+    /// Source Info Mart, to measure the lag (sqlite://FILE or postgres://USER@HOST/DB).
+    #[arg(
+        long,
+        env = "GIM_EXPORT_SOURCE",
+        default_value = "sqlite://infomart.db"
+    )]
+    pub source: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn iso(ts: i64) -> String {
+    chrono::DateTime::from_timestamp(ts, 0)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default()
+}
+
+pub async fn run(args: Args) -> Result<ExitCode> {
+    let out = OutputDir::new(&args.output)?;
+    let in_progress = out.is_locked();
+    let holder = std::fs::read_to_string(args.output.join(LOCK_FILE))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|_| in_progress);
+    let latest = out.latest()?;
+    let last_run = ops::read_last_run(&args.output);
+
+    // The lag, when the source answers.
+    let url = parse_url("--source", &args.source)?;
+    let (mut behind_keys, mut behind_seconds, mut source_error) = (None, None, None);
+    match Source::connect(&url, 1).await {
+        Ok(source) => {
+            let after = latest.as_ref().map(|m| m.hwm_to.audit_key).unwrap_or(0);
+            let pending: Vec<i64> = latest
+                .as_ref()
+                .and_then(|m| m.pending_audit_keys.clone())
+                .map(|p| p.iter().collect())
+                .unwrap_or_default();
+            match source.read_audit_log(after, &pending).await {
+                Ok(log) => {
+                    let settled: Vec<_> = log.iter().filter(|e| e.is_settled()).collect();
+                    behind_keys = Some(settled.len());
+                    let newest = settled.iter().filter_map(|e| e.max_chunk_ts).max();
+                    let from = latest.as_ref().map(|m| m.max_data_ts);
+                    behind_seconds = match (newest, from) {
+                        (Some(n), Some(f)) => Some((n - f).max(0)),
+                        _ => None,
+                    };
+                }
+                Err(e) => source_error = Some(e.to_string()),
+            }
+            source.close().await;
+        }
+        Err(e) => source_error = Some(e.to_string()),
+    }
+
+    let state = if in_progress {
+        "In progress"
+    } else {
+        "Ready to start"
+    };
+    if args.json {
+        let v = json!({
+            "state": state,
+            "lock_holder": holder,
+            "output": args.output.display().to_string(),
+            "last_folder": latest.as_ref().map(|m| m.name().folder()),
+            "hwm_audit_key": latest.as_ref().map(|m| m.hwm_to.audit_key),
+            "hwm_created_ts": latest.as_ref().map(|m| m.hwm_to.created_ts),
+            "max_data_ts": latest.as_ref().map(|m| m.max_data_ts),
+            "pending_audit_keys": latest.as_ref().and_then(|m| m.pending_audit_keys.as_ref()).map(|p| p.to_string()),
+            "behind_audit_keys": behind_keys,
+            "behind_seconds": behind_seconds,
+            "source": url.to_string(),
+            "source_error": source_error,
+            "last_run": last_run,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::Success);
+    }
+    println!(
+        "state:        {state}{}",
+        holder.map(|h| format!(" ({h})")).unwrap_or_default()
+    );
+    match &latest {
+        Some(m) => {
+            println!("last folder:  {}", m.name().folder());
+            println!(
+                "hwm:          audit key {} (created {})",
+                m.hwm_to.audit_key,
+                iso(m.hwm_to.created_ts)
+            );
+            println!("max-data-ts:  {}", iso(m.max_data_ts));
+            if let Some(p) = m.pending_audit_keys.as_ref().filter(|p| !p.is_empty()) {
+                println!("pending keys: {p}");
+            }
+        }
+        None => println!("last folder:  none yet"),
+    }
+    match (&source_error, behind_keys) {
+        (Some(e), _) => println!("behind:       unknown: {e}"),
+        (None, Some(k)) => println!(
+            "behind:       {k} settled audit key(s){}",
+            behind_seconds
+                .map(|s| format!(", {s} s of data"))
+                .unwrap_or_default()
+        ),
+        _ => {}
+    }
+    match last_run {
+        Some(r) => println!(
+            "last run:     {} at {}: {} folder(s), {} rows{}{}",
+            r.result,
+            iso(r.finished_at),
+            r.folders,
+            r.rows,
+            r.error.map(|e| format!("; error: {e}")).unwrap_or_default(),
+            if r.warnings.is_empty() {
+                String::new()
+            } else {
+                format!("; warnings: {}", r.warnings.join("; "))
+            }
+        ),
+        None => println!("last run:     none recorded"),
+    }
+    Ok(ExitCode::Success)
+}
