@@ -12,6 +12,7 @@ mod golden;
 mod load;
 mod load_crash;
 mod load_refusals;
+mod ops;
 mod out_of_order;
 mod property;
 mod sqlite_vs_postgres;

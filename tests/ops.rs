@@ -1,0 +1,329 @@
+//! Operations: status, dry run, table selection, retention, the publish hook, metrics.
+
+use std::fs::{self, File};
+use std::process::Command;
+
+use crate::harness::*;
+
+fn source(w: &Workdir, days: u32) -> String {
+    let src = w.sqlite_url("im.db");
+    simulate(w, &src, days, 150, 41);
+    src
+}
+
+#[test]
+fn status_says_in_progress_while_an_export_holds_the_lock() {
+    let w = Workdir::new("status");
+    let src = source(&w, 2);
+    let o = w.run(&["status", "--output", "out", "--source", &src]);
+    assert!(
+        stdout(&o).contains("state:        Ready to start"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("last folder:  none yet"));
+
+    w.run(&["export", "--source", &src, "--output", "out"]);
+    fs::write(w.join("out/.gim-export.lock"), "pid=4242 started=now\n").unwrap();
+    let lock = File::options()
+        .write(true)
+        .open(w.join("out/.gim-export.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let o = w.run(&["status", "--output", "out", "--source", &src, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["state"], "In progress");
+    assert_eq!(v["lock_holder"], "pid=4242 started=now");
+    let folder = export_folders(&w.join("out"))[0].clone();
+    assert_eq!(v["last_folder"], folder.as_str());
+    assert_eq!(v["last_run"]["result"], "success");
+    assert!(
+        v["behind_audit_keys"].as_u64().unwrap() > 0,
+        "one day is left: {v}"
+    );
+    assert!(v["behind_seconds"].as_i64().unwrap() > 0);
+    drop(lock);
+
+    w.run(&["export", "--source", &src, "--output", "out", "--catch-up"]);
+    let o = w.run(&["status", "--output", "out", "--source", &src, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["state"], "Ready to start");
+    assert_eq!(v["behind_audit_keys"], 0, "{v}");
+    // An unreachable source is reported, not fatal.
+    let o = w.run(&[
+        "status",
+        "--output",
+        "out",
+        "--source",
+        "postgres://x:secret@127.0.0.1:1/db",
+    ]);
+    assert!(
+        stdout(&o).contains("behind:       unknown: cannot connect"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!stdout(&o).contains("secret"));
+}
+
+#[test]
+fn dry_run_writes_nothing_and_counts_what_export_writes() {
+    let w = Workdir::new("dry-run");
+    let src = source(&w, 2);
+    let before = std::fs::read(w.join("im.db")).unwrap();
+    let o = w.run(&[
+        "export",
+        "--source",
+        &src,
+        "--output",
+        "out",
+        "--catch-up",
+        "-n",
+    ]);
+    assert!(
+        !w.join("out").exists(),
+        "a dry run created the output directory"
+    );
+    assert_eq!(before, std::fs::read(w.join("im.db")).unwrap());
+    let plan = stdout(&o);
+    assert!(plan.contains("nothing written"), "{plan}");
+    let planned: Vec<&str> = plan
+        .lines()
+        .filter_map(|l| l.strip_prefix("would publish "))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    w.run(&["export", "--source", &src, "--output", "out", "--catch-up"]);
+    assert_eq!(
+        planned,
+        export_folders(&w.join("out")),
+        "the plan names the folders export writes"
+    );
+    let total: u64 = read_exports(&w.join("out"))
+        .iter()
+        .flat_map(|(_, m, _)| m.tables.iter())
+        .map(|t| t.rows)
+        .sum();
+    let planned_total: u64 = plan
+        .lines()
+        .filter_map(|l| {
+            l.rsplit_once("rows=")
+                .map(|(_, n)| n.parse::<u64>().unwrap())
+        })
+        .sum();
+    assert_eq!(planned_total, total);
+}
+
+#[test]
+fn include_and_exclude_select_tables() {
+    let w = Workdir::new("select");
+    let src = source(&w, 1);
+    w.run(&[
+        "export",
+        "--source",
+        &src,
+        "--output",
+        "out",
+        "--include",
+        "*_fact,tenant",
+        "--exclude",
+        "sm_*",
+    ]);
+    let (_, tables) = read_folder(&w.join("out").join(&export_folders(&w.join("out"))[0]));
+    let names: Vec<&str> = tables.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "interaction_fact",
+            "interaction_resource_fact",
+            "mediation_segment_fact",
+            "tenant"
+        ]
+    );
+}
+
+fn age(path: &std::path::Path, days: u32) {
+    let ok = Command::new("touch")
+        .arg("-d")
+        .arg(format!("{days} days ago"))
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn retention_removes_only_old_complete_folders() {
+    let w = Workdir::new("retention");
+    let src = source(&w, 3);
+    w.run(&[
+        "export",
+        "--source",
+        &src,
+        "--output",
+        "out",
+        "--catch-up",
+        "--keep-days",
+        "0",
+    ]);
+    let folders = export_folders(&w.join("out"));
+    assert!(folders.len() >= 3);
+    // Old: every folder, an incomplete folder with an export name, and a stranger's directory.
+    let incomplete = "export_0000000000000000001_2020_01_01_00_00_00";
+    fs::create_dir(w.join("out").join(incomplete)).unwrap();
+    fs::create_dir(w.join("out/export_notes")).unwrap();
+    for f in folders
+        .iter()
+        .map(String::as_str)
+        .chain([incomplete, "export_notes"])
+    {
+        age(&w.join("out").join(f), 20);
+    }
+    // Nothing new to export (exit 3); retention still runs.
+    w.run_code(
+        &mut w.command(&[
+            "export",
+            "--source",
+            &src,
+            "--output",
+            "out",
+            "--keep-days",
+            "14",
+        ]),
+        3,
+    );
+    let left = export_folders(&w.join("out"));
+    let newest = folders.last().unwrap().clone();
+    assert!(left.contains(&newest), "the newest folder stays: {left:?}");
+    assert!(
+        left.contains(&incomplete.to_string()),
+        "incomplete folders are not touched"
+    );
+    assert!(
+        left.contains(&"export_notes".to_string()),
+        "other directories are not touched"
+    );
+    for f in &folders[..folders.len() - 1] {
+        assert!(!left.contains(f), "{f} is older than 14 days and complete");
+    }
+    // The chain goes on from the newest folder.
+    simulate(&w, &src, 1, 150, 41);
+    w.run(&["export", "--source", &src, "--output", "out", "--catch-up"]);
+}
+
+#[test]
+fn on_publish_runs_per_folder_and_its_failure_does_not_undo_the_export() {
+    let w = Workdir::new("hook");
+    let src = source(&w, 2);
+    w.run(&[
+        "export",
+        "--source",
+        &src,
+        "--output",
+        "out",
+        "--catch-up",
+        "--on-publish",
+        "basename \"$1\" >> hook.log; test -f \"$GIM_EXPORT_FOLDER/$(basename $1).zip\"",
+    ]);
+    let logged: Vec<String> = fs::read_to_string(w.join("hook.log"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(logged, export_folders(&w.join("out")));
+
+    simulate(&w, &src, 1, 150, 41);
+    let o = w.run(&[
+        "export",
+        "--source",
+        &src,
+        "--output",
+        "out",
+        "--on-publish",
+        "exit 7",
+        "--metrics-file",
+        "m.prom",
+    ]);
+    assert!(
+        stderr(&o).contains("--on-publish `exit 7` failed"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        export_folders(&w.join("out")).len(),
+        logged.len() + 1,
+        "the export stands"
+    );
+    let s = w.run(&["status", "--output", "out", "--source", &src]);
+    assert!(
+        stdout(&s).contains("warnings: --on-publish `exit 7` failed"),
+        "{}",
+        stdout(&s)
+    );
+}
+
+#[test]
+fn metrics_file_reports_success_and_failure() {
+    let w = Workdir::new("metrics");
+    let src = source(&w, 1);
+    w.run(&[
+        "export",
+        "--source",
+        &src,
+        "--output",
+        "out",
+        "--metrics-file",
+        "m.prom",
+    ]);
+    let text = fs::read_to_string(w.join("m.prom")).unwrap();
+    assert!(text.contains("gim_export_last_run_success 1\n"), "{text}");
+    assert!(
+        text.contains("gim_export_last_run_rows{table=\"interaction_fact\"} "),
+        "{text}"
+    );
+    assert!(text.contains("gim_export_last_success_timestamp_seconds "));
+    assert!(text.contains("gim_export_lag_seconds "));
+    let hwm = export_folders(&w.join("out"))[0][7..26]
+        .trim_start_matches('0')
+        .to_string();
+    assert!(
+        text.contains(&format!("gim_export_hwm_audit_key {hwm}\n")),
+        "{text}"
+    );
+
+    // A failing run: the source disappears.
+    fs::rename(w.join("im.db"), w.join("gone.db")).unwrap();
+    w.run_code(
+        &mut w.command(&[
+            "export",
+            "--source",
+            &src,
+            "--output",
+            "out",
+            "--metrics-file",
+            "m.prom",
+        ]),
+        6,
+    );
+    let text = fs::read_to_string(w.join("m.prom")).unwrap();
+    assert!(text.contains("gim_export_last_run_success 0\n"), "{text}");
+    assert!(
+        text.contains("gim_export_last_success_timestamp_seconds "),
+        "the last success is kept"
+    );
+    let s = w.run(&[
+        "status",
+        "--output",
+        "out",
+        "--source",
+        &w.sqlite_url("gone.db"),
+    ]);
+    assert!(
+        stdout(&s).contains("last run:     failed"),
+        "{}",
+        stdout(&s)
+    );
+    assert!(
+        stdout(&s).contains("im.db"),
+        "the error names the source: {}",
+        stdout(&s)
+    );
+}
