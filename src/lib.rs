@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod cmd;
+pub mod config;
 pub mod db;
 pub mod exit;
 pub mod export;

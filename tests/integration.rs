@@ -6,6 +6,7 @@ mod tamper;
 
 mod bad_input;
 mod concurrency;
+mod config;
 mod crash;
 mod export_format;
 mod golden;

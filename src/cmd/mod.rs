@@ -44,6 +44,10 @@ pub struct Cli {
     /// More detail on stderr (debug level).
     #[arg(long, short, global = true, conflicts_with = "quiet")]
     pub verbose: bool,
+    /// A TOML file of settings (keys named after the flags: source = "...", keep-days = 7). Flags and
+    /// GIM_EXPORT_* environment variables take precedence over it.
+    #[arg(long, global = true, env = "GIM_EXPORT_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -55,6 +59,7 @@ pub enum Command {
     Verify(verify::Args),
     Load(load::Args),
     Status(status::Args),
+    Config(ConfigArgs),
     TargetSchema(target_schema::Args),
 }
 
@@ -78,9 +83,51 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Verify(a) => verify::run(a).await,
             Command::Load(a) => load::run(a).await,
             Command::Status(a) => status::run(a).await,
+            Command::Config(_) => print_config(),
             Command::TargetSchema(a) => target_schema::run(a).await,
         }
     })
+}
+
+/// Print the effective configuration: every setting, its value (passwords masked) and where it comes
+/// from (file, environment, default).
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {}
+
+fn print_config() -> anyhow::Result<ExitCode> {
+    let mut defaults: std::collections::BTreeMap<String, String> = Default::default();
+    fn walk(cmd: &clap::Command, out: &mut std::collections::BTreeMap<String, String>) {
+        for arg in cmd.get_arguments() {
+            if let Some(env) = arg.get_env() {
+                let d: Vec<String> = arg
+                    .get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect();
+                out.entry(env.to_string_lossy().into_owned())
+                    .or_insert_with(|| d.join(","));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, out);
+        }
+    }
+    walk(&<Cli as clap::CommandFactory>::command(), &mut defaults);
+    for (env, flag) in crate::config::known_settings() {
+        let value =
+            std::env::var(&env).unwrap_or_else(|_| defaults.get(&env).cloned().unwrap_or_default());
+        let shown = if value.contains("://") {
+            crate::db::redact(&value)
+        } else {
+            value
+        };
+        println!(
+            "{flag:<20} = {:<44} # {env}, from {}",
+            format!("{shown:?}"),
+            crate::config::source_of(&env)
+        );
+    }
+    Ok(ExitCode::Success)
 }
 
 /// Reads `YYYY-MM-DD` (midnight UTC) or an RFC 3339 time as UTC epoch seconds.
@@ -96,7 +143,8 @@ pub fn parse_date(flag: &str, s: &str) -> Result<i64, ConfigError> {
         return Ok(t.timestamp());
     }
     Err(ConfigError(format!(
-        "{flag} {s:?}: expected a date YYYY-MM-DD (UTC) or an RFC 3339 time"
+        "{flag} {s:?}: expected a date YYYY-MM-DD (UTC) or an RFC 3339 time{}",
+        crate::config::origin_note(flag)
     )))
 }
 
@@ -104,7 +152,8 @@ pub fn parse_date(flag: &str, s: &str) -> Result<i64, ConfigError> {
 pub fn parse_seconds(flag: &str, s: &str) -> Result<i64, ConfigError> {
     let bad = || {
         ConfigError(format!(
-            "{flag} {s:?}: expected seconds or a span such as 15m, 12h, 1d"
+            "{flag} {s:?}: expected seconds or a span such as 15m, 12h, 1d{}",
+            crate::config::origin_note(flag)
         ))
     };
     let t = s.trim();
@@ -129,7 +178,8 @@ pub fn parse_seconds(flag: &str, s: &str) -> Result<i64, ConfigError> {
 
 /// Parses a database URL flag.
 pub fn parse_url(flag: &str, s: &str) -> Result<crate::db::DbUrl, ConfigError> {
-    crate::db::DbUrl::parse(s).map_err(|e| ConfigError(format!("{flag}: {e}")))
+    crate::db::DbUrl::parse(s)
+        .map_err(|e| ConfigError(format!("{flag}: {e}{}", crate::config::origin_note(flag))))
 }
 
 #[cfg(test)]
