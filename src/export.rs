@@ -5,15 +5,16 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::audit::AuditKeySet;
-use crate::db::{DbUrl, Source, Table};
+use crate::db::{DbError, DbUrl, Source, Table};
 use crate::format::{ExportMetadata, ExportName};
 use crate::ops::{self, LastRun, Metrics, TableFilter};
 use crate::outdir::{OutputDir, OutputError};
@@ -45,6 +46,42 @@ pub struct ExportConfig {
     pub on_publish: Option<String>,
     /// Write a Prometheus textfile here after each run.
     pub metrics_file: Option<PathBuf>,
+    /// Tries again after a transient database failure (connection lost, timeout), this many times.
+    pub max_retries: u32,
+    /// The first wait before trying again; it doubles each time (at most 10 minutes).
+    pub retry_delay_seconds: u64,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+static STOP_NOTIFY: Notify = Notify::const_new();
+
+/// Asks the running job to stop after the export in progress (SIGTERM in follow mode).
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
+    STOP_NOTIFY.notify_waiters();
+}
+
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// Sleeps for `d`, or less if a stop is requested meanwhile.
+pub async fn sleep_unless_stopped(d: std::time::Duration) {
+    if stop_requested() {
+        return;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = STOP_NOTIFY.notified() => {}
+    }
+}
+
+/// A failure that may pass when tried again.
+fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<DbError>()
+            .is_some_and(DbError::is_transient)
+    })
 }
 
 /// An export `--dry-run` would make.
@@ -93,7 +130,27 @@ pub struct StartDateOnExistingChain {
 pub async fn run(config: &ExportConfig) -> Result<ExportReport> {
     let started = chrono::Utc::now().timestamp();
     let clock = std::time::Instant::now();
-    let result = run_job(config).await;
+    let mut attempt = 0;
+    let result = loop {
+        let result = run_job(config).await;
+        match &result {
+            Err(e) if attempt < config.max_retries && is_transient(e) && !stop_requested() => {
+                let delay = config
+                    .retry_delay_seconds
+                    .saturating_mul(1 << attempt.min(16))
+                    .min(600);
+                attempt += 1;
+                warn!(
+                    attempt,
+                    of = config.max_retries,
+                    delay_seconds = delay,
+                    "transient failure, trying again: {e:#}"
+                );
+                sleep_unless_stopped(std::time::Duration::from_secs(delay)).await;
+            }
+            _ => break result,
+        }
+    };
     if !config.dry_run {
         record_run(config, started, clock.elapsed().as_secs_f64(), &result);
     }
@@ -200,7 +257,7 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
             report.published.push(published);
         }
         state = Some(window.chain_state());
-        if !config.catch_up {
+        if !config.catch_up || stop_requested() {
             break;
         }
     }

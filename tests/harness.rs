@@ -52,6 +52,8 @@ impl Workdir {
             }
         }
         cmd.env("GIM_EXPORT_LOG", "warn");
+        // Retries wait 30 s and more by default; only the retry test wants them (it sets the flags).
+        cmd.env("GIM_EXPORT_MAX_RETRIES", "0");
         cmd
     }
     /// Runs and asserts the exit code, printing everything when it differs.

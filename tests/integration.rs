@@ -9,6 +9,7 @@ mod concurrency;
 mod config;
 mod crash;
 mod export_format;
+mod follow;
 mod golden;
 mod load;
 mod load_crash;

@@ -111,6 +111,8 @@ fn check_history(seed: u64, steps: &[(u32, u8)], chunk_seconds: i64) {
                 keep_days: 0,
                 on_publish: None,
                 metrics_file: None,
+                max_retries: 0,
+                retry_delay_seconds: 1,
             }))
             .unwrap();
         }

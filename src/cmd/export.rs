@@ -75,6 +75,21 @@ pub struct Args {
     /// lag).
     #[arg(long, env = "GIM_EXPORT_METRICS_FILE", value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
+    /// Keep running: catch up, then export again every SPAN (15m, 1h, ...) as new keys settle. SIGTERM
+    /// or Ctrl-C lets the export in progress finish, then exits 0.
+    #[arg(long, env = "GIM_EXPORT_EVERY", value_name = "SPAN")]
+    pub every: Option<String>,
+    /// Tries again after a transient database failure (connection lost, timeout, deadlock).
+    #[arg(long, env = "GIM_EXPORT_MAX_RETRIES", default_value_t = 3)]
+    pub max_retries: u32,
+    /// The first wait before trying again (doubling each time, at most 10 minutes).
+    #[arg(
+        long,
+        env = "GIM_EXPORT_RETRY_DELAY",
+        default_value = "30s",
+        value_name = "SPAN"
+    )]
+    pub retry_delay: String,
     /// Value written as gim-schema-version in extracted.xml.
     #[arg(long, env = "GIM_EXPORT_GIM_SCHEMA_VERSION", default_value = "8.5.116")]
     pub gim_schema_version: String,
@@ -111,12 +126,22 @@ impl Args {
             keep_days: self.keep_days,
             on_publish: self.on_publish.clone(),
             metrics_file: self.metrics_file.clone(),
+            max_retries: self.max_retries,
+            retry_delay_seconds: parse_seconds("--retry-delay", &self.retry_delay)? as u64,
         })
     }
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
-    let config = args.config()?;
+    let mut config = args.config()?;
+    if let Some(every) = &args.every {
+        let every = parse_seconds("--every", every)?;
+        if config.dry_run {
+            return Err(ConfigError("--every cannot be combined with --dry-run".into()).into());
+        }
+        config.catch_up = true;
+        return follow(&config, every).await;
+    }
     let report = export::run(&config).await?;
     if config.dry_run {
         return Ok(print_plan(&report));
@@ -190,4 +215,40 @@ fn print_plan(report: &ExportReport) -> ExitCode {
         );
         ExitCode::Success
     }
+}
+
+/// `--every`: export until current, wait, again; SIGTERM or Ctrl-C ends it after the export in
+/// progress, with exit code 0. Failures are logged and retried at the next tick, except those that
+/// no tick can fix (configuration).
+async fn follow(config: &ExportConfig, every: i64) -> Result<ExitCode> {
+    tokio::spawn(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("stop requested: finishing the export in progress");
+        export::request_stop();
+    });
+    tracing::info!(every_seconds = every, "follow mode");
+    while !export::stop_requested() {
+        match export::run(config).await {
+            Ok(report) => {
+                for p in &report.published {
+                    let r: u64 = p.meta.tables.iter().map(|t| t.rows).sum();
+                    println!(
+                        "published {} tables={} rows={r}",
+                        p.folder.display(),
+                        p.meta.tables.len()
+                    );
+                }
+            }
+            Err(e) if ExitCode::of(&e) == ExitCode::Config => return Err(e),
+            Err(e) => tracing::error!("export failed: {e:#}; trying again in {every} s"),
+        }
+        export::sleep_unless_stopped(std::time::Duration::from_secs(every as u64)).await;
+    }
+    tracing::info!("stopped");
+    Ok(ExitCode::Success)
 }

@@ -55,7 +55,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Simulate(simulate::Args),
-    Export(export::Args),
+    Export(Box<export::Args>),
     Verify(verify::Args),
     Load(load::Args),
     Status(status::Args),
@@ -79,7 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         match cli.command {
             Command::Simulate(a) => simulate::run(a).await,
-            Command::Export(a) => export::run(a).await,
+            Command::Export(a) => export::run(*a).await,
             Command::Verify(a) => verify::run(a).await,
             Command::Load(a) => load::run(a).await,
             Command::Status(a) => status::run(a).await,

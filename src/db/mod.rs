@@ -123,12 +123,18 @@ pub fn redact(url: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("cannot connect to {url}: {reason}")]
-    Connect { url: String, reason: String },
+    Connect {
+        url: String,
+        reason: String,
+        transient: bool,
+    },
     #[error("{url}: {what}: {reason}")]
     Query {
         url: String,
         what: String,
         reason: String,
+        /// The kind of failure that may pass if tried again (connection lost, timeout, deadlock).
+        transient: bool,
     },
     #[error("{url} has no CTL_AUDIT_LOG table: is this a Genesys Info Mart database?")]
     NoAuditLog { url: String },
@@ -142,13 +148,37 @@ impl DbError {
             url: url.to_string(),
             what: what.into(),
             reason: reason(&source),
+            transient: is_transient(&source),
+        }
+    }
+
+    /// Worth another try: the database could not be reached, or the failure is of a passing kind.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DbError::Connect { transient, .. } | DbError::Query { transient, .. } => *transient,
+            _ => false,
         }
     }
     pub(crate) fn connect(url: &DbUrl, source: sqlx::Error) -> DbError {
         DbError::Connect {
             url: url.to_string(),
             reason: reason(&source),
+            transient: is_transient(&source),
         }
+    }
+}
+
+/// Connection failures, timeouts, and PostgreSQL's connection-exception (08), operator-intervention
+/// (57P01-57P03), serialization (40001), deadlock (40P01) and too-many-connections (53300) states.
+fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            c.starts_with("08")
+                || c.starts_with("57P")
+                || ["40001", "40P01", "53300"].contains(&c.as_ref())
+        }),
+        _ => false,
     }
 }
 

@@ -114,12 +114,17 @@ impl SqliteSource {
             Ok(Err(e)) => Err(DbError::Query {
                 url: url.to_string(),
                 what,
+                transient: matches!(
+                    e.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ),
                 reason: e.to_string(),
             }),
             Err(e) => Err(DbError::Query {
                 url: url.to_string(),
                 what,
                 reason: format!("reader thread failed: {e}"),
+                transient: false,
             }),
         }
     }
