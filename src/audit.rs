@@ -55,9 +55,6 @@ impl AuditKeySet {
     pub fn insert(&mut self, key: i64) {
         self.0.insert(key);
     }
-    pub fn remove(&mut self, key: i64) -> bool {
-        self.0.remove(&key)
-    }
     pub fn contains(&self, key: i64) -> bool {
         self.0.contains(&key)
     }
@@ -69,12 +66,6 @@ impl AuditKeySet {
     }
     pub fn iter(&self) -> impl Iterator<Item = i64> + '_ {
         self.0.iter().copied()
-    }
-    pub fn first(&self) -> Option<i64> {
-        self.0.first().copied()
-    }
-    pub fn last(&self) -> Option<i64> {
-        self.0.last().copied()
     }
 
     /// The set as inclusive ranges of consecutive keys, in order.

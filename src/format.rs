@@ -211,12 +211,6 @@ impl<W: Write> HashingWriter<W> {
             bytes: 0,
         }
     }
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-    pub fn get_mut(&mut self) -> &mut W {
-        &mut self.inner
-    }
     /// The inner writer, the hex SHA-1 and the byte count.
     pub fn finish(self) -> (W, String, u64) {
         (self.inner, hex(&self.sha1.finalize()), self.bytes)

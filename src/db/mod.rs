@@ -138,8 +138,6 @@ pub enum DbError {
     },
     #[error("{url} has no CTL_AUDIT_LOG table: is this a Genesys Info Mart database?")]
     NoAuditLog { url: String },
-    #[error("{url}: {message}")]
-    Invalid { url: String, message: String },
 }
 
 impl DbError {

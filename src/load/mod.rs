@@ -43,6 +43,26 @@ pub struct LoadReport {
     pub migrations: Vec<String>,
 }
 
+/// A ledger row as read by either backend (columns: folder, hwm-from key and created-ts, hwm-to key and
+/// created-ts, max-data-ts).
+macro_rules! ledger_entry {
+    ($r:expr) => {
+        $crate::load::LedgerEntry {
+            folder: $r.try_get(0)?,
+            hwm_from: $crate::audit::HighWaterMark {
+                audit_key: $r.try_get(1)?,
+                created_ts: $r.try_get(2)?,
+            },
+            hwm_to: $crate::audit::HighWaterMark {
+                audit_key: $r.try_get(3)?,
+                created_ts: $r.try_get(4)?,
+            },
+            max_data_ts: $r.try_get(5)?,
+        }
+    };
+}
+pub(crate) use ledger_entry;
+
 /// A row of the ledger: an export the target holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerEntry {
@@ -535,12 +555,4 @@ pub fn check_loaded_sha1(folder: &str, plan: &TablePlan, actual: &str) -> Result
         .into());
     }
     Ok(())
-}
-
-/// The metadata of the newest applied export, for callers that report the target's position.
-pub fn describe(entry: &LedgerEntry) -> String {
-    format!(
-        "{} (audit key {}, max-data-ts {})",
-        entry.folder, entry.hwm_to.audit_key, entry.max_data_ts
-    )
 }

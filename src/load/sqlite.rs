@@ -12,7 +12,6 @@ use sqlx::Row;
 use super::{
     check_loaded_sha1, merge_sql, open_csv, LedgerEntry, LoadRefused, TablePlan, TargetLocked,
 };
-use crate::audit::HighWaterMark;
 use crate::db::{self, DbError, DbUrl, Table};
 use crate::package::checkpoint;
 use crate::target;
@@ -116,20 +115,7 @@ impl SqliteTarget {
         .await
         .map_err(|e| DbError::query(&self.url, "reading the ledger", e))?;
         rows.iter()
-            .map(|r| {
-                Ok(LedgerEntry {
-                    folder: r.try_get(0)?,
-                    hwm_from: HighWaterMark {
-                        audit_key: r.try_get(1)?,
-                        created_ts: r.try_get(2)?,
-                    },
-                    hwm_to: HighWaterMark {
-                        audit_key: r.try_get(3)?,
-                        created_ts: r.try_get(4)?,
-                    },
-                    max_data_ts: r.try_get(5)?,
-                })
-            })
+            .map(|r| Ok(super::ledger_entry!(r)))
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(|e| DbError::query(&self.url, "reading the ledger", e).into())
     }
