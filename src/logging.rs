@@ -19,6 +19,17 @@ pub fn init(format: LogFormat, default_level: &str) {
         .with_target(false);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
     };
+}
+
+/// The span every log line of a run is inside: a fixed `gim-export` prefix on a terminal, a
+/// `"span":{"name":"gim-export"}` field in JSON, for log pipelines to pick the lines out.
+pub fn root_span() -> tracing::Span {
+    tracing::info_span!("gim-export")
 }

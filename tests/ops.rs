@@ -327,3 +327,37 @@ fn metrics_file_reports_success_and_failure() {
         stdout(&s)
     );
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_a_fixed_field() {
+    let w = Workdir::new("json-logs");
+    let src = source(&w, 2);
+    let o = w.run_code(
+        w.command(&[
+            "--log-format",
+            "json",
+            "export",
+            "--source",
+            &src,
+            "--output",
+            "out",
+            "--catch-up",
+        ])
+        .env("GIM_EXPORT_LOG", "info"),
+        0,
+    );
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines.len() >= 2, "{err}");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(v["span"]["name"], "gim-export", "{line}");
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+    }
+    assert!(err.contains("\"message\":\"published\""), "{err}");
+    assert!(
+        !stdout(&o).contains('{'),
+        "results stay on stdout, logs on stderr"
+    );
+}

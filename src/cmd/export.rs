@@ -221,7 +221,7 @@ fn print_plan(report: &ExportReport) -> ExitCode {
 /// progress, with exit code 0. Failures are logged and retried at the next tick, except those that
 /// no tick can fix (configuration).
 async fn follow(config: &ExportConfig, every: i64) -> Result<ExitCode> {
-    tokio::spawn(async {
+    let watcher = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
         tokio::select! {
@@ -230,7 +230,8 @@ async fn follow(config: &ExportConfig, every: i64) -> Result<ExitCode> {
         }
         tracing::info!("stop requested: finishing the export in progress");
         export::request_stop();
-    });
+    };
+    tokio::spawn(tracing::Instrument::in_current_span(watcher));
     tracing::info!(every_seconds = every, "follow mode");
     while !export::stop_requested() {
         match export::run(config).await {

@@ -76,7 +76,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let span = logging::root_span();
+    let work = async move {
         match cli.command {
             Command::Simulate(a) => simulate::run(a).await,
             Command::Export(a) => export::run(*a).await,
@@ -86,7 +87,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Config(_) => print_config(),
             Command::TargetSchema(a) => target_schema::run(a).await,
         }
-    })
+    };
+    // Every log line of the run is inside this span (a fixed `gim-export` prefix or JSON field).
+    runtime.block_on(tracing::Instrument::instrument(work, span))
 }
 
 /// Print the effective configuration: every setting, its value (passwords masked) and where it comes
