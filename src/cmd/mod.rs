@@ -24,8 +24,10 @@ pub struct ConfigError(pub String);
 ///
 /// `export` copies the data changed since the last export (at most one day of it per folder) into an
 /// `export_XXX` folder; `verify` checks folders as a receiver would; `load` merges them, in order, into
-/// a target database; `target-schema` prints or applies the target schema; `simulate` builds a source
-/// Info Mart to practise on. Every flag can also be set by its GIM_EXPORT_* environment variable.
+/// a target database; `status` tells whether a run is in progress and how far behind the source the
+/// chain is; `target-schema` prints or applies the target schema; `simulate` builds a source Info Mart
+/// to practise on. Settings come from flags, then GIM_EXPORT_* environment variables, then --config
+/// FILE, then defaults (`gim-export config` shows them).
 #[derive(Debug, Parser)]
 #[command(name = "gim-export", version, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
