@@ -150,6 +150,12 @@ impl DbError {
         }
     }
 
+    /// A mapper for `map_err` that names the database and what was being done.
+    pub(crate) fn on(url: &DbUrl, what: &str) -> impl Fn(sqlx::Error) -> DbError {
+        let (url, what) = (url.clone(), what.to_string());
+        move |e| DbError::query(&url, what.clone(), e)
+    }
+
     /// Worth another try: the database could not be reached, or the failure is of a passing kind.
     pub fn is_transient(&self) -> bool {
         match self {

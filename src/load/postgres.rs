@@ -100,11 +100,7 @@ impl PgTarget {
         entry: &LedgerEntry,
     ) -> Result<BTreeMap<String, u64>> {
         let mut rows = BTreeMap::new();
-        let err = |what: &str| {
-            let url = self.url.clone();
-            let what = what.to_string();
-            move |e| DbError::query(&url, what, e)
-        };
+        let err = |what: &str| DbError::on(&self.url, what);
         let mut tx = self
             .pool
             .begin()

@@ -127,11 +127,7 @@ impl SqliteTarget {
         entry: &LedgerEntry,
     ) -> Result<BTreeMap<String, u64>> {
         let mut rows = BTreeMap::new();
-        let err = |what: &str| {
-            let url = self.url.clone();
-            let what = what.to_string();
-            move |e| DbError::query(&url, what, e)
-        };
+        let err = |what: &str| DbError::on(&self.url, what);
         let mut zip = zip::ZipArchive::new(File::open(zip_path)?)?;
         let mut tx = self
             .pool
