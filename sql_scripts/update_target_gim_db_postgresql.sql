@@ -434,5 +434,13 @@ CREATE TABLE IF NOT EXISTS gim_export_ledger (
     hwm_to_created_ts       bigint        NOT NULL,
     max_data_ts             bigint        NOT NULL,
     row_counts              text          NOT NULL,
-    loaded_at               timestamp(3)  NOT NULL
+    loaded_at               timestamp(3)  NOT NULL,
+    zip_sha1                varchar(40),
+    chain_generation        integer,
+    apply_seq               bigint
 );
+-- Added by gim-export 0.2 (restarts and re-exports): which bytes were applied, of which chain, in
+-- which order.
+ALTER TABLE gim_export_ledger ADD COLUMN IF NOT EXISTS zip_sha1 varchar(40);
+ALTER TABLE gim_export_ledger ADD COLUMN IF NOT EXISTS chain_generation integer;
+ALTER TABLE gim_export_ledger ADD COLUMN IF NOT EXISTS apply_seq bigint;

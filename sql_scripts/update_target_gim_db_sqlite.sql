@@ -246,5 +246,8 @@ CREATE TABLE IF NOT EXISTS GIM_EXPORT_LEDGER (
     HWM_TO_CREATED_TS       INTEGER       NOT NULL,
     MAX_DATA_TS             INTEGER       NOT NULL,
     ROW_COUNTS              TEXT          NOT NULL,
-    LOADED_AT               TEXT          NOT NULL
+    LOADED_AT               TEXT          NOT NULL,
+    ZIP_SHA1                VARCHAR(40),
+    CHAIN_GENERATION        INTEGER,
+    APPLY_SEQ               INTEGER
 );

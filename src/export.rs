@@ -13,11 +13,12 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::audit::AuditKeySet;
+use crate::audit::{AuditKeySet, HighWaterMark};
 use crate::db::{DbError, DbUrl, Source, Table};
-use crate::format::{ExportMetadata, ExportName};
+use crate::encoding::{OutputEncoding, Transcoder};
+use crate::format::{ExportMetadata, ExportName, Restart, RestartKind};
 use crate::ops::{self, LastRun, Metrics, TableFilter};
-use crate::outdir::{OutputDir, OutputError};
+use crate::outdir::{OutputDir, OutputError, RestartIntent};
 use crate::package::{self, TablePart, ZipStyle};
 use crate::window::{plan_next, AuditWindow, ChainState, Plan, PlanRequest};
 
@@ -50,6 +51,35 @@ pub struct ExportConfig {
     pub max_retries: u32,
     /// The first wait before trying again; it doubles each time (at most 10 minutes).
     pub retry_delay_seconds: u64,
+    /// Continue the chain, or start a new one.
+    pub mode: ChainMode,
+    /// The CSVs' character set.
+    pub encoding: OutputEncoding,
+}
+
+/// Whether a run continues the chain in the output directory or replaces it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ChainMode {
+    /// The next export of the chain (a first one, from `--start-date`, on an empty directory).
+    #[default]
+    Continue,
+    /// `--restart`: a new chain from `--start-date`, or from the beginning of the data.
+    Restart,
+    /// `--reexport-last SPAN`: the chain again from the newest export at least SPAN seconds of data
+    /// older than the newest one.
+    Reexport { seconds: i64 },
+    /// `--full-resync`: every row of every table in one export; the loader removes target rows that
+    /// are not in it.
+    FullResync,
+}
+
+/// What every export of a run carries about its chain.
+#[derive(Clone, Debug, Default)]
+struct ChainInfo {
+    generation: u32,
+    /// Only on the first export of a new chain.
+    restart: Option<Restart>,
+    full_tables: Option<Vec<String>>,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -117,9 +147,14 @@ pub struct ExportReport {
     pub keys_behind: Option<usize>,
 }
 
+/// `--reexport-last` on a directory with no exports.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} holds no exports: there is nothing to re-export (run a plain export first)")]
+pub struct NothingToReexport(pub String);
+
 /// Refused: `--start-date` on a directory that already holds a chain.
 #[derive(Debug, thiserror::Error)]
-#[error("{output} already holds exports (latest {latest}); --start-date applies only to an empty output directory")]
+#[error("{output} already holds exports (latest {latest}); --start-date applies only to an empty output directory, or with --restart to start a new chain (the present folders move to superseded-<time>/)")]
 pub struct StartDateOnExistingChain {
     pub output: String,
     pub latest: String,
@@ -179,19 +214,55 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
         Some(lock)
     };
     let latest = out.latest()?;
-    if let (Some(latest), Some(_)) = (&latest, config.start_ts) {
-        return Err(StartDateOnExistingChain {
-            output: out.path().display().to_string(),
-            latest: latest.name().folder(),
+    let intent = match out.restart_intent()? {
+        Some(i) => {
+            if config.mode != ChainMode::Continue {
+                warn!(
+                    kind = %i.kind,
+                    "a restart recorded by an earlier run is not finished: finishing it first"
+                );
+            }
+            Some(i)
         }
-        .into());
-    }
-    let mut state: Option<ChainState> = latest.map(|m| ChainState {
-        hwm: m.hwm_to,
-        max_data_ts: m.max_data_ts,
-        pending: m.pending_audit_keys.clone().unwrap_or_default(),
-        start_ts: m.start_ts,
-    });
+        None => plan_restart(config, &out, latest.as_ref())?,
+    };
+    let start_ts = match &intent {
+        Some(i) => i.start_ts,
+        None => config.start_ts,
+    };
+    let mut state: Option<ChainState> = match &intent {
+        Some(i) => i
+            .boundary_xml
+            .as_deref()
+            .map(|x| ExportMetadata::from_xml(x, crate::outdir::RESTART_FILE))
+            .transpose()?
+            .map(|m| chain_state(&m)),
+        None => latest.as_ref().map(chain_state),
+    };
+    let mut chain = match &intent {
+        Some(i) => ChainInfo {
+            generation: i.generation,
+            restart: Some(Restart {
+                kind: RestartKind::parse(&i.kind).unwrap_or(RestartKind::Restart),
+                after: HighWaterMark {
+                    audit_key: i.after_audit_key,
+                    created_ts: i.after_created_ts,
+                },
+            }),
+            full_tables: (i.kind == RestartKind::Full.as_str())
+                .then(|| tables.iter().map(|t| t.lower_name()).collect()),
+        },
+        None => ChainInfo {
+            generation: latest.as_ref().map_or(0, |m| m.generation),
+            ..Default::default()
+        },
+    };
+    let mut pending_intent = intent;
+    let catch_up = config.catch_up
+        || matches!(
+            config.mode,
+            ChainMode::Reexport { .. } | ChainMode::FullResync
+        );
 
     let source = Arc::new(source);
     let mut report = ExportReport::default();
@@ -210,11 +281,17 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
             newest_source_data.max(settled.clone().filter_map(|e| e.max_chunk_ts).max());
         settled_above.clear();
         settled_above.extend(settled.map(|e| e.audit_key));
+        let full = chain.full_tables.is_some();
         let plan = plan_next(PlanRequest {
             log: &log,
             previous: state.as_ref(),
-            start_ts: config.start_ts,
-            chunk_seconds: config.chunk_seconds,
+            start_ts,
+            // A full resync takes every settled key in one export.
+            chunk_seconds: if full {
+                i64::MAX / 4
+            } else {
+                config.chunk_seconds
+            },
         });
         let window = match plan {
             Plan::UpToDate { waiting } => {
@@ -243,7 +320,22 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
                 rows,
             });
         } else {
-            let published = export_window(&source, &tables, &window, config, &out).await?;
+            if let Some(intent) = pending_intent.take() {
+                let lock = lock.as_ref().expect("a writing run holds the lock");
+                let moved = out.begin_restart(&intent, lock)?;
+                info!(
+                    kind = %intent.kind,
+                    generation = intent.generation,
+                    moved = moved.len(),
+                    to = %intent.superseded_dir,
+                    "new chain: replaced folders moved aside"
+                );
+            }
+            let published = export_window(&source, &tables, &window, config, &chain, &out).await?;
+            if chain.restart.take().is_some() {
+                out.end_restart()?;
+            }
+            chain.full_tables = None;
             if let Some(cmd) = &config.on_publish {
                 let folder = published.folder.clone();
                 let cmd = cmd.clone();
@@ -257,7 +349,11 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
             report.published.push(published);
         }
         state = Some(window.chain_state());
-        if !config.catch_up || stop_requested() {
+        if config.dry_run {
+            chain.restart = None;
+            chain.full_tables = None;
+        }
+        if !catch_up || stop_requested() {
             break;
         }
     }
@@ -364,6 +460,7 @@ async fn export_window(
     tables: &[Table],
     window: &AuditWindow,
     config: &ExportConfig,
+    chain: &ChainInfo,
     out: &OutputDir,
 ) -> Result<Published> {
     let name = ExportName {
@@ -376,6 +473,7 @@ async fn export_window(
     let ranges: Arc<Vec<(i64, i64)>> = Arc::new(window.key_ranges.clone());
 
     let permits = Arc::new(Semaphore::new(config.threads.max(1)));
+    let encoding = config.encoding;
     let mut jobs = JoinSet::new();
     for table in tables.iter().cloned() {
         let source = Arc::clone(source);
@@ -387,8 +485,19 @@ async fn export_window(
             let (tx, rx) = mpsc::channel(8);
             let header = table.header();
             let lower = table.lower_name();
+            let key: Vec<usize> = table
+                .primary_key
+                .iter()
+                .filter_map(|k| {
+                    table
+                        .columns
+                        .iter()
+                        .position(|c| c.name.eq_ignore_ascii_case(k))
+                })
+                .collect();
+            let transcoder = Transcoder::new(encoding, &lower, &header, &key);
             let writer = tokio::task::spawn_blocking(move || {
-                package::write_table_part(rx, &lower, &header, &part_path, style)
+                package::write_table_part(rx, &lower, &header, &part_path, style, transcoder)
             });
             let read = source.copy_rows_csv(&table, &ranges, &tx).await;
             drop(tx);
@@ -405,6 +514,14 @@ async fn export_window(
         }
     }
     parts.sort_by(|a, b| a.summary.name.cmp(&b.summary.name));
+    for p in parts.iter().filter(|p| p.replaced > 0) {
+        warn!(
+            table = %p.summary.name,
+            replaced = p.replaced,
+            encoding = config.encoding.encoding.name(),
+            "characters the encoding lacks were written as '?'"
+        );
+    }
 
     let meta = ExportMetadata {
         created_ts: window.created_ts,
@@ -418,6 +535,10 @@ async fn export_window(
         start_ts: window.start_ts,
         audit_keys: Some(window.keys.clone()),
         pending_audit_keys: Some(window.pending.clone()),
+        generation: chain.generation,
+        restart: chain.restart,
+        full_tables: chain.full_tables.clone(),
+        encoding: config.encoding.xml_name(),
         tables: parts.iter().map(|p| p.summary.clone()).collect(),
     };
     {
@@ -445,6 +566,97 @@ async fn export_window(
         "published"
     );
     Ok(Published { folder, meta })
+}
+
+/// The chain state an export leaves.
+fn chain_state(m: &ExportMetadata) -> ChainState {
+    ChainState {
+        hwm: m.hwm_to,
+        max_data_ts: m.max_data_ts,
+        pending: m.pending_audit_keys.clone().unwrap_or_default(),
+        start_ts: m.start_ts,
+    }
+}
+
+/// Decides how `--restart`, `--reexport-last` and `--full-resync` replace the chain in `out`, or
+/// refuses `--start-date` on a directory that holds one. `None`: the chain goes on as it is.
+fn plan_restart(
+    config: &ExportConfig,
+    out: &OutputDir,
+    latest: Option<&ExportMetadata>,
+) -> Result<Option<RestartIntent>> {
+    let superseded_dir = format!(
+        "{}{}",
+        crate::outdir::SUPERSEDED_PREFIX,
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+    );
+    let intent = |kind: RestartKind, tip: &ExportMetadata| RestartIntent {
+        kind: kind.as_str().into(),
+        generation: tip.generation + 1,
+        after_audit_key: tip.hwm_to.audit_key,
+        after_created_ts: tip.hwm_to.created_ts,
+        start_ts: None,
+        keep_through: None,
+        boundary_xml: None,
+        superseded_dir: superseded_dir.clone(),
+    };
+    Ok(match (config.mode, latest) {
+        (ChainMode::Continue, Some(tip)) if config.start_ts.is_some() => {
+            return Err(StartDateOnExistingChain {
+                output: out.path().display().to_string(),
+                latest: tip.name().folder(),
+            }
+            .into())
+        }
+        (ChainMode::Continue, _) | (ChainMode::Restart, None) => None,
+        (ChainMode::Restart, Some(tip)) => Some(RestartIntent {
+            start_ts: config.start_ts,
+            ..intent(RestartKind::Restart, tip)
+        }),
+        (ChainMode::Reexport { .. }, None) => {
+            return Err(NothingToReexport(out.path().display().to_string()).into())
+        }
+        (ChainMode::Reexport { seconds }, Some(tip)) => {
+            let since = tip.max_data_ts.saturating_sub(seconds);
+            // The newest export of this chain whose data ends at least SPAN before the newest.
+            let mut boundary = None;
+            for (name, dir) in out.exports()?.into_iter().rev() {
+                let m = crate::outdir::read_meta(&dir, &name)?;
+                if m.generation == tip.generation && m.max_data_ts <= since {
+                    boundary = Some(m);
+                    break;
+                }
+            }
+            if boundary.is_none() {
+                warn!(
+                    "no export in {} ends {seconds} s of data before the newest: re-exporting the whole chain from its start",
+                    out.path().display()
+                );
+            }
+            Some(RestartIntent {
+                start_ts: if boundary.is_none() {
+                    tip.start_ts
+                } else {
+                    None
+                },
+                keep_through: boundary.as_ref().map(|m| m.name().folder()),
+                boundary_xml: boundary.as_ref().map(|m| m.to_xml()),
+                ..intent(RestartKind::Reexport, tip)
+            })
+        }
+        (ChainMode::FullResync, Some(tip)) => Some(intent(RestartKind::Full, tip)),
+        // On an empty directory too: the receiver is told to drop what the source no longer has.
+        (ChainMode::FullResync, None) => Some(RestartIntent {
+            kind: RestartKind::Full.as_str().into(),
+            generation: 0,
+            after_audit_key: 0,
+            after_created_ts: 0,
+            start_ts: None,
+            keep_through: None,
+            boundary_xml: None,
+            superseded_dir,
+        }),
+    })
 }
 
 fn compact(keys: &AuditKeySet) -> String {

@@ -283,7 +283,55 @@ pub struct ExportMetadata {
     pub start_ts: Option<i64>,
     pub audit_keys: Option<AuditKeySet>,
     pub pending_audit_keys: Option<AuditKeySet>,
+    /// Which chain this export belongs to: 0 for the first, one more at each `--restart`,
+    /// `--reexport-last` or `--full-resync`. Written only when above 0.
+    pub generation: u32,
+    /// On the first export of a restarted chain: what it replaces.
+    pub restart: Option<Restart>,
+    /// `--full-resync`: the tables this export holds in full; a loader removes the target rows of
+    /// these tables that it does not hold.
+    pub full_tables: Option<Vec<String>>,
+    /// The CSVs' character set (WHATWG name); absent means UTF-8.
+    pub encoding: Option<String>,
     pub tables: Vec<TableSummary>,
+}
+
+/// Why a chain was restarted (`<restart kind=...>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartKind {
+    /// `--restart` (with or without `--start-date`): a new chain from a date or from the beginning.
+    Restart,
+    /// `--reexport-last`: the chain again from an earlier export's high-water mark.
+    Reexport,
+    /// `--full-resync`: every row of every table in one export.
+    Full,
+}
+
+impl RestartKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartKind::Restart => "restart",
+            RestartKind::Reexport => "reexport",
+            RestartKind::Full => "full-resync",
+        }
+    }
+    pub fn parse(s: &str) -> Option<RestartKind> {
+        [
+            RestartKind::Restart,
+            RestartKind::Reexport,
+            RestartKind::Full,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// `<restart kind="..." after-audit-key="..." after-created-ts="..."/>`: this export starts chain
+/// `generation`, which replaces the chain whose newest export ended at `after`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Restart {
+    pub kind: RestartKind,
+    pub after: HighWaterMark,
 }
 
 impl ExportMetadata {
@@ -332,6 +380,22 @@ impl ExportMetadata {
         if let Some(v) = &self.pending_audit_keys {
             text(&mut w, "pending-audit-keys", &v.to_string());
         }
+        if self.generation > 0 {
+            text(&mut w, "chain-generation", &self.generation.to_string());
+        }
+        if let Some(r) = &self.restart {
+            let mut e = BytesStart::new("restart");
+            e.push_attribute(("kind", r.kind.as_str()));
+            e.push_attribute(("after-audit-key", r.after.audit_key.to_string().as_str()));
+            e.push_attribute(("after-created-ts", r.after.created_ts.to_string().as_str()));
+            let _ = w.write_event(Event::Empty(e));
+        }
+        if let Some(v) = &self.full_tables {
+            text(&mut w, "full-tables", &v.join(" "));
+        }
+        if let Some(v) = &self.encoding {
+            text(&mut w, "encoding", v);
+        }
         let _ = w.write_event(Event::Start(BytesStart::new("tables")));
         for t in &self.tables {
             let mut e = BytesStart::new("table");
@@ -361,6 +425,7 @@ impl ExportMetadata {
         let mut fields: std::collections::HashMap<String, String> = Default::default();
         let mut hwms: std::collections::HashMap<String, HighWaterMark> = Default::default();
         let mut tables = Vec::new();
+        let mut restart = None;
         let mut saw_info_end = false;
 
         let attrs = |e: &BytesStart| -> Result<std::collections::HashMap<String, String>, String> {
@@ -420,6 +485,20 @@ impl ExportMetadata {
                         created_ts: int(&m, "created-ts", &tag).map_err(err)?,
                     };
                     hwms.insert(tag.clone(), h);
+                }
+                (1, "restart") => {
+                    let m = attrs(&e).map_err(err)?;
+                    let kind = m
+                        .get("kind")
+                        .and_then(|k| RestartKind::parse(k))
+                        .ok_or_else(|| err("<restart> has no known kind attribute".into()))?;
+                    restart = Some(Restart {
+                        kind,
+                        after: HighWaterMark {
+                            audit_key: int(&m, "after-audit-key", &tag).map_err(err)?,
+                            created_ts: int(&m, "after-created-ts", &tag).map_err(err)?,
+                        },
+                    });
                 }
                 (2, "table") if path[1] == "tables" => {
                     let m = attrs(&e).map_err(err)?;
@@ -495,6 +574,19 @@ impl ExportMetadata {
             start_ts: opt_int("start-ts")?,
             audit_keys: opt_keys("audit-keys")?,
             pending_audit_keys: opt_keys("pending-audit-keys")?,
+            generation: match opt_int("chain-generation")? {
+                None => 0,
+                Some(g) => u32::try_from(g)
+                    .map_err(|_| err("<chain-generation> is out of range".into()))?,
+            },
+            restart,
+            full_tables: fields
+                .get("full-tables")
+                .map(|v| v.split_whitespace().map(String::from).collect()),
+            encoding: fields
+                .get("encoding")
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty()),
             tables,
         })
     }
@@ -523,6 +615,10 @@ mod tests {
             start_ts: None,
             audit_keys: Some("14-200074".parse().unwrap()),
             pending_audit_keys: Some(AuditKeySet::new()),
+            generation: 0,
+            restart: None,
+            full_tables: None,
+            encoding: None,
             tables: vec![TableSummary {
                 name: "interaction_fact".into(),
                 file: "interaction_fact.csv".into(),
@@ -566,6 +662,37 @@ mod tests {
         assert_eq!(v.hwm_to.audit_key, 200074);
         assert_eq!(v.chunk_seconds, None);
         assert!(v.tables.is_empty());
+        assert_eq!((v.generation, v.restart, v.encoding), (0, None, None));
+    }
+
+    #[test]
+    fn restart_generation_and_encoding_round_trip() {
+        let mut m = sample();
+        m.generation = 2;
+        m.restart = Some(Restart {
+            kind: RestartKind::Full,
+            after: HighWaterMark {
+                audit_key: 99,
+                created_ts: 1_700_000_000,
+            },
+        });
+        m.full_tables = Some(vec!["interaction_fact".into(), "tenant".into()]);
+        m.encoding = Some("windows-1252".into());
+        let xml = m.to_xml();
+        assert!(
+            xml.contains("<chain-generation>2</chain-generation>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(
+                "<restart kind=\"full-resync\" after-audit-key=\"99\" after-created-ts=\"1700000000\"/>"
+            ),
+            "{xml}"
+        );
+        assert_eq!(ExportMetadata::from_xml(&xml, "x").unwrap(), m);
+        let bad = xml.replace("full-resync", "sideways");
+        let e = ExportMetadata::from_xml(&bad, "f.xml").unwrap_err();
+        assert!(e.to_string().contains("<restart>"), "{e}");
     }
 
     #[test]

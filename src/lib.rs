@@ -10,6 +10,7 @@ pub mod audit;
 pub mod cmd;
 pub mod config;
 pub mod db;
+pub mod encoding;
 pub mod exit;
 pub mod export;
 pub mod format;

@@ -7,6 +7,8 @@
 //!   .gim-export.lock                   held (flock) by the running export
 //!   .gim-export.state                  copy of the last published extracted.xml
 //!   .staging-export_.../               an export being written; removed if a run died
+//!   .gim-export.restart.json           a restart under way (until its first export is published)
+//!   superseded-<time>/export_.../      folders a restart replaced, moved aside, never deleted
 //! ```
 //!
 //! The newest published folder is the truth. The state file is a copy that lets the chain go on when
@@ -21,6 +23,8 @@ use crate::package;
 
 pub const LOCK_FILE: &str = ".gim-export.lock";
 pub const STATE_FILE: &str = ".gim-export.state";
+pub const RESTART_FILE: &str = ".gim-export.restart.json";
+pub const SUPERSEDED_PREFIX: &str = "superseded-";
 const STAGING_PREFIX: &str = ".staging-";
 
 #[derive(Debug, thiserror::Error)]
@@ -144,19 +148,80 @@ impl OutputDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_at(&state_path)(e)),
         };
-        match (newest_folder, from_state) {
-            (None, state) => Ok(state),
-            (Some((name, _)), Some(state)) if state.name() >= name => Ok(Some(state)),
-            (Some((name, dir)), _) => {
-                let xml = dir.join(name.xml_file());
-                let text = fs::read_to_string(&xml).map_err(io_at(&xml))?;
-                ExportMetadata::from_xml(&text, &xml.display().to_string())
-                    .map(Some)
-                    .map_err(|e| OutputError::BadState {
-                        path: xml,
-                        reason: e.to_string(),
-                    })
+        let from_folder = newest_folder
+            .map(|(name, dir)| read_meta(&dir, &name))
+            .transpose()?;
+        // A later chain (a restart) wins over an earlier one, whatever the names say.
+        Ok(match (from_folder, from_state) {
+            (Some(f), Some(s)) => Some(if (s.generation, s.name()) >= (f.generation, f.name()) {
+                s
+            } else {
+                f
+            }),
+            (f, s) => f.or(s),
+        })
+    }
+
+    /// The restart under way, if a run recorded one and has not published its first export yet.
+    pub fn restart_intent(&self) -> Result<Option<RestartIntent>, OutputError> {
+        let p = self.path.join(RESTART_FILE);
+        match fs::read_to_string(&p) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| OutputError::BadState {
+                    path: p,
+                    reason: e.to_string(),
+                }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_at(&p)(e)),
+        }
+    }
+
+    /// Records `intent`, then moves the folders it replaces aside. Safe to repeat after a crash.
+    pub fn begin_restart(
+        &self,
+        intent: &RestartIntent,
+        _lock: &OutputLock,
+    ) -> Result<Vec<String>, OutputError> {
+        let p = self.path.join(RESTART_FILE);
+        let json = serde_json::to_vec_pretty(intent).expect("plain data serializes");
+        package::replace_file(&p, &json).map_err(io_at(&p))?;
+        package::checkpoint();
+        let aside = self.path.join(&intent.superseded_dir);
+        let mut moved = Vec::new();
+        for (name, dir) in self.exports()? {
+            if intent
+                .keep_through
+                .as_ref()
+                .is_some_and(|k| name.folder() <= *k)
+            {
+                continue;
             }
+            if read_meta(&dir, &name).is_ok_and(|m| m.generation >= intent.generation) {
+                continue; // already part of the new chain
+            }
+            fs::create_dir_all(&aside).map_err(io_at(&aside))?;
+            let to = aside.join(name.folder());
+            fs::rename(&dir, &to).map_err(io_at(&to))?;
+            moved.push(name.folder());
+        }
+        // The state file describes the chain that was replaced: the new chain starts from the intent.
+        let state = self.path.join(STATE_FILE);
+        if state.exists() {
+            fs::remove_file(&state).map_err(io_at(&state))?;
+        }
+        package::sync_dir(&self.path).map_err(io_at(&self.path))?;
+        package::checkpoint();
+        Ok(moved)
+    }
+
+    /// The first export of the new chain is published: the restart is done.
+    pub fn end_restart(&self) -> Result<(), OutputError> {
+        let p = self.path.join(RESTART_FILE);
+        match fs::remove_file(&p) {
+            Ok(()) => package::sync_dir(&self.path).map_err(io_at(&self.path)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_at(&p)(e)),
         }
     }
 
@@ -190,6 +255,37 @@ impl OutputDir {
         package::checkpoint();
         Ok(target)
     }
+}
+
+/// A restart under way (`--restart`, `--reexport-last`, `--full-resync`), recorded in the output
+/// directory before any folder moves so that a run that dies half-way is finished by the next one.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RestartIntent {
+    /// `restart`, `reexport` or `full-resync`.
+    pub kind: String,
+    /// The new chain's generation.
+    pub generation: u32,
+    /// The end of the chain being replaced.
+    pub after_audit_key: i64,
+    pub after_created_ts: i64,
+    /// `--start-date` of the new chain.
+    pub start_ts: Option<i64>,
+    /// `--reexport-last`: the export the new chain continues from (kept, with all before it), and its
+    /// metadata, so the plan does not depend on the folder staying where it is.
+    pub keep_through: Option<String>,
+    pub boundary_xml: Option<String>,
+    /// Where the replaced folders go, inside the output directory.
+    pub superseded_dir: String,
+}
+
+/// Reads an export folder's extracted.xml.
+pub fn read_meta(dir: &Path, name: &ExportName) -> Result<ExportMetadata, OutputError> {
+    let xml = dir.join(name.xml_file());
+    let text = fs::read_to_string(&xml).map_err(io_at(&xml))?;
+    ExportMetadata::from_xml(&text, &xml.display().to_string()).map_err(|e| OutputError::BadState {
+        path: xml,
+        reason: e.to_string(),
+    })
 }
 
 /// Export folders directly inside `dir`, sorted by name.

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
+use crate::encoding::Transcoder;
 use crate::format::{self, ExportMetadata, ExportName, HashingWriter, TableSummary};
 
 /// Environment variable for crash tests only: the process aborts at the Nth write checkpoint.
@@ -74,6 +75,8 @@ impl ZipStyle {
 pub struct TablePart {
     pub summary: TableSummary,
     pub part_path: PathBuf,
+    /// Characters written as `?` under `--on-unmappable replace`.
+    pub replaced: u64,
 }
 
 /// Hands bytes on in blocks of exactly `BLOCK` bytes (the last one shorter), however they arrive.
@@ -132,6 +135,7 @@ pub fn write_table_part(
     header: &[String],
     part_path: &Path,
     style: ZipStyle,
+    mut transcoder: Option<Transcoder>,
 ) -> io::Result<Option<TablePart>> {
     let file_name = format::csv_file_name(table);
     let file = File::create(part_path).map_err(|e| with_path(e, part_path))?;
@@ -139,11 +143,18 @@ pub fn write_table_part(
     zip.start_file(file_name.as_str(), style.options(true))
         .map_err(zip_io)?;
     let mut out = HashingWriter::new(FixedBlocks::new(zip));
-    out.write_all(&format::csv_record(header))?;
     let mut counter = format::CsvRecordCounter::default();
+    let header = format::csv_record(header);
+    match transcoder.as_mut() {
+        Some(t) => t.write(&header, &mut out)?,
+        None => out.write_all(&header)?,
+    }
     while let Some(chunk) = chunks.blocking_recv() {
         counter.feed(&chunk);
-        out.write_all(&chunk)?;
+        match transcoder.as_mut() {
+            Some(t) => t.write(&chunk, &mut out)?,
+            None => out.write_all(&chunk)?,
+        }
         checkpoint();
     }
     let (blocks, sha1, bytes) = out.finish();
@@ -166,6 +177,7 @@ pub fn write_table_part(
             sha1,
         },
         part_path: part_path.to_path_buf(),
+        replaced: transcoder.map_or(0, |t| t.replaced),
     }))
 }
 

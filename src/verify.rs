@@ -7,7 +7,7 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::format::{self, ExportMetadata, ExportName, HashingWriter};
+use crate::format::{self, ExportMetadata, ExportName};
 use crate::outdir;
 use crate::window::DEFAULT_CHUNK_SECONDS;
 
@@ -129,7 +129,10 @@ pub fn check_folder_at(path: &Path, depth: Depth) -> FolderCheck {
 
     // The window's span.
     if let Some(meta) = &check.meta {
-        if let Some(from) = meta.max_data_ts_from {
+        let full = meta
+            .restart
+            .is_some_and(|r| r.kind == format::RestartKind::Full);
+        if let Some(from) = meta.max_data_ts_from.filter(|_| !full) {
             let chunk = meta.chunk_seconds.unwrap_or(DEFAULT_CHUNK_SECONDS);
             if meta.max_data_ts < from {
                 check.problems.push(format!(
@@ -164,6 +167,15 @@ fn check_zip(zip_path: &Path, name: &ExportName, depth: Depth, check: &mut Folde
                 .problems
                 .push(format!("{zip_name}: not a readable zip: {e}"));
             return;
+        }
+    };
+    let encoding = match crate::encoding::OutputEncoding::of_export(
+        check.meta.as_ref().and_then(|m| m.encoding.as_deref()),
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            check.problems.push(format!("{}: {e}", name.xml_file()));
+            encoding_rs::UTF_8
         }
     };
     // CSV name -> its SHA-1 (None when the contents were not read).
@@ -210,14 +222,20 @@ fn check_zip(zip_path: &Path, name: &ExportName, depth: Depth, check: &mut Folde
         } else if entry_name.ends_with(".csv") && depth == Depth::Structure {
             csv_sha.insert(entry_name, None);
         } else if entry_name.ends_with(".csv") {
-            let mut h = HashingWriter::new(format::CsvRecordCounter::default());
-            if let Err(e) = io::copy(&mut entry, &mut h) {
+            // Hash the bytes as stored; count records in the text they encode.
+            let mut raw = format::HashingReader::new(&mut entry);
+            let mut counter = format::CsvRecordCounter::default();
+            let copied = io::copy(
+                &mut crate::encoding::decoding_reader(&mut raw, encoding),
+                &mut counter,
+            );
+            if let Err(e) = copied {
                 check
                     .problems
                     .push(format!("{zip_name}: {entry_name}: cannot decompress: {e}"));
                 continue;
             }
-            let (counter, digest, _) = h.finish();
+            let digest = raw.hex();
             if counter.records() == 0 {
                 check
                     .problems
@@ -286,14 +304,28 @@ fn check_zip(zip_path: &Path, name: &ExportName, depth: Depth, check: &mut Folde
     }
 }
 
-/// Checks that each folder follows the one before: hwm-from equals the previous hwm-to, and the data
-/// window starts where the previous one ended. Problems are added to the later folder.
+/// Checks that each folder follows the one before it in its chain: hwm-from equals the previous
+/// hwm-to, and the data window starts where the previous one ended. Folders of different chains
+/// (`chain-generation`, after a restart) are checked each against their own chain; the first folder
+/// of a restarted chain follows nothing. Problems are added to the later folder.
 pub fn check_chain(checks: &mut [FolderCheck]) {
-    for i in 1..checks.len() {
+    // Index of the last folder seen, per generation.
+    let mut last: BTreeMap<u32, usize> = BTreeMap::new();
+    for i in 0..checks.len() {
+        let Some(c) = checks[i].meta.clone() else {
+            continue;
+        };
+        let prev = last.insert(c.generation, i);
+        if c.restart.is_some() || (i > 0 && checks[i - 1].meta.is_none()) {
+            continue;
+        }
+        let Some(p_idx) = prev else {
+            continue;
+        };
         let (before, after) = checks.split_at_mut(i);
-        let prev = &before[i - 1];
+        let prev = &before[p_idx];
         let cur = &mut after[0];
-        let (Some(p), Some(c)) = (&prev.meta, &cur.meta) else {
+        let Some(p) = &prev.meta else {
             continue;
         };
         if c.hwm_from != p.hwm_to {

@@ -113,6 +113,8 @@ fn check_history(seed: u64, steps: &[(u32, u8)], chunk_seconds: i64) {
                 metrics_file: None,
                 max_retries: 0,
                 retry_delay_seconds: 1,
+                mode: Default::default(),
+                encoding: Default::default(),
             }))
             .unwrap();
         }

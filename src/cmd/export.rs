@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::{parse_date, parse_seconds, parse_url, ConfigError};
+use crate::encoding::{OnUnmappable, OutputEncoding};
 use crate::exit::ExitCode;
-use crate::export::{self, ExportConfig, ExportReport};
+use crate::export::{self, ChainMode, ExportConfig, ExportReport};
 use crate::ops::TableFilter;
 
 /// Export the rows changed since the last export into the next export_XXX folder.
@@ -30,9 +31,38 @@ pub struct Args {
     /// Repeat until every settled audit key is exported.
     #[arg(long, env = "GIM_EXPORT_CATCH_UP")]
     pub catch_up: bool,
-    /// First export of a new chain starts at this date (YYYY-MM-DD, UTC); only for an empty output.
+    /// First export of a new chain starts at this date (YYYY-MM-DD, UTC): on an empty output, or
+    /// with --restart.
     #[arg(long, env = "GIM_EXPORT_START_DATE")]
     pub start_date: Option<String>,
+    /// Start a new chain although --output holds exports: from --start-date, or from the beginning
+    /// of the data. The present folders move to superseded-<time>/ in the output; the loader applies
+    /// the new chain over what it loaded (see README, "Restarts and resyncs"). A one-off action: no
+    /// environment variable or config key.
+    #[arg(long, conflicts_with_all = ["reexport_last", "full_resync", "every"])]
+    pub restart: bool,
+    /// Re-export the last SPAN of data (2d, 12h, ...) back from the newest export, then go on: a
+    /// partial resync for a target that fell out of sync. The folders it replaces move to
+    /// superseded-<time>/; a loader applies the new ones even though it loaded the old.
+    #[arg(long, value_name = "SPAN", alias = "resync-last",
+          conflicts_with_all = ["start_date", "full_resync", "every"])]
+    pub reexport_last: Option<String>,
+    /// Export every row of every selected table in one folder. A loader merges it and then removes
+    /// the target rows of those tables that the source no longer has.
+    #[arg(long, conflicts_with_all = ["start_date", "every"])]
+    pub full_resync: bool,
+    /// Character set of the CSVs: any WHATWG label (utf-8, windows-1252, iso-8859-15, utf-16le, ...).
+    #[arg(
+        long,
+        env = "GIM_EXPORT_ENCODING",
+        default_value = "utf-8",
+        value_name = "LABEL"
+    )]
+    pub encoding: String,
+    /// A character the --encoding cannot represent: `error` stops the export naming table, primary
+    /// key and column; `replace` writes '?' and reports how many.
+    #[arg(long, env = "GIM_EXPORT_ON_UNMAPPABLE", value_enum, default_value_t = OnUnmappable::Error)]
+    pub on_unmappable: OnUnmappable,
     /// Longest span of data in one export: seconds, or 15m, 12h, 1d.
     #[arg(long, env = "GIM_EXPORT_CHUNK_SIZE", default_value = "1d")]
     pub chunk_size: String,
@@ -128,6 +158,25 @@ impl Args {
             metrics_file: self.metrics_file.clone(),
             max_retries: self.max_retries,
             retry_delay_seconds: parse_seconds("--retry-delay", &self.retry_delay)? as u64,
+            mode: if self.restart {
+                ChainMode::Restart
+            } else if self.full_resync {
+                ChainMode::FullResync
+            } else if let Some(span) = &self.reexport_last {
+                ChainMode::Reexport {
+                    seconds: parse_seconds("--reexport-last", span)?,
+                }
+            } else {
+                ChainMode::Continue
+            },
+            encoding: OutputEncoding::from_label(&self.encoding, self.on_unmappable).ok_or_else(
+                || {
+                    ConfigError(format!(
+                        "--encoding {:?}: not a character set this tool can write (WHATWG labels: utf-8, windows-1252, iso-8859-15, utf-16le, ...)",
+                        self.encoding
+                    ))
+                },
+            )?,
         })
     }
 }

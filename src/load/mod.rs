@@ -34,12 +34,16 @@ pub struct LoadConfig {
 pub struct Applied {
     pub folder: String,
     pub rows: BTreeMap<String, u64>,
+    /// Rows removed by a full resync.
+    pub removed: Removed,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct LoadReport {
     pub applied: Vec<Applied>,
     pub already_applied: usize,
+    /// Folders of a chain that a restart replaced: never applied.
+    pub superseded: Vec<String>,
     pub migrations: Vec<String>,
 }
 
@@ -58,6 +62,11 @@ macro_rules! ledger_entry {
                 created_ts: $r.try_get(4)?,
             },
             max_data_ts: $r.try_get(5)?,
+            zip_sha1: $r.try_get(6)?,
+            generation: {
+                let g: i64 = $r.try_get(7)?;
+                u32::try_from(g).unwrap_or(0)
+            },
         }
     };
 }
@@ -70,7 +79,28 @@ pub struct LedgerEntry {
     pub hwm_from: HighWaterMark,
     pub hwm_to: HighWaterMark,
     pub max_data_ts: i64,
+    /// The applied zip's SHA-1 (absent in rows written before restarts existed).
+    pub zip_sha1: Option<String>,
+    /// The chain the export belongs to (0 before any restart).
+    pub generation: u32,
 }
+
+/// The ledger's columns in the order [`ledger_entry!`] reads them, ordered as the exports were applied.
+pub const LEDGER_SELECT: &str =
+    "SELECT folder, hwm_from_audit_key, hwm_from_created_ts, hwm_to_audit_key, \
+     hwm_to_created_ts, max_data_ts, zip_sha1, COALESCE(chain_generation, 0) \
+     FROM gim_export_ledger ORDER BY (apply_seq IS NOT NULL), apply_seq, folder";
+
+/// Records an applied export (replacing the row of an earlier export of the same name, which a
+/// restarted chain supersedes). Placeholders `?`; PostgreSQL's backend renumbers them.
+pub const LEDGER_UPSERT: &str = "INSERT INTO gim_export_ledger (folder, hwm_from_audit_key, hwm_from_created_ts, \
+     hwm_to_audit_key, hwm_to_created_ts, max_data_ts, row_counts, loaded_at, zip_sha1, chain_generation, apply_seq) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, NOW_TS, ?, ?, (SELECT COALESCE(MAX(apply_seq), 0) + 1 FROM gim_export_ledger)) \
+     ON CONFLICT (folder) DO UPDATE SET hwm_from_audit_key = excluded.hwm_from_audit_key, \
+     hwm_from_created_ts = excluded.hwm_from_created_ts, hwm_to_audit_key = excluded.hwm_to_audit_key, \
+     hwm_to_created_ts = excluded.hwm_to_created_ts, max_data_ts = excluded.max_data_ts, \
+     row_counts = excluded.row_counts, loaded_at = excluded.loaded_at, zip_sha1 = excluded.zip_sha1, \
+     chain_generation = excluded.chain_generation, apply_seq = excluded.apply_seq";
 
 /// The load stopped before applying a folder; nothing of it (or of any later folder) was written.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +121,17 @@ pub enum LoadRefused {
         folder: String,
         table: String,
         reason: String,
+    },
+    #[error(
+        "{folder}: not applied: it restarts the chain from audit key {from} (data from {from_ts}), but the target's last export {last_folder} ends at audit key {last} (data to {last_ts}): load the exports between them first"
+    )]
+    RestartGap {
+        folder: String,
+        from: i64,
+        from_ts: i64,
+        last: i64,
+        last_ts: i64,
+        last_folder: String,
     },
     #[error("--from {0}: no such export folder in the input")]
     FromNotFound(String),
@@ -113,6 +154,25 @@ pub struct TablePlan {
     /// The column that orders duplicates of one key (greatest wins): update, else create audit key.
     pub version_column: Option<String>,
     pub expected_sha1: String,
+    /// A full resync: after the merge, delete the target rows whose key is not in the CSV.
+    pub remove_missing: bool,
+}
+
+/// Rows a full resync removed, by table.
+pub type Removed = BTreeMap<String, u64>;
+
+/// The statement that removes the rows of `plan.table` whose key is not among the staged rows.
+pub fn remove_missing_sql(plan: &TablePlan, stage: &str) -> String {
+    let on: Vec<String> = plan
+        .primary_key
+        .iter()
+        .map(|k| format!("gx.{k} = {t}.{k}", t = plan.table))
+        .collect();
+    format!(
+        "DELETE FROM {t} WHERE NOT EXISTS (SELECT 1 FROM {stage} gx WHERE {})",
+        on.join(" AND "),
+        t = plan.table
+    )
 }
 
 /// The merge statement, the same in both dialects: one row per primary key (the greatest version, then
@@ -220,9 +280,11 @@ impl Target {
         &self,
         zip_path: &Path,
         plans: &[TablePlan],
+        clear: &[String],
         ledger: &LedgerEntry,
-    ) -> Result<BTreeMap<String, u64>> {
-        dispatch!(self, t => t.apply(zip_path, plans, ledger).await)
+        encoding: &'static encoding_rs::Encoding,
+    ) -> Result<(BTreeMap<String, u64>, Removed)> {
+        dispatch!(self, t => t.apply(zip_path, plans, clear, ledger, encoding).await)
     }
     pub async fn close(self) {
         dispatch!(self, t => t.close().await)
@@ -243,7 +305,6 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
     }
     let model = target::model(target.dialect());
     let ledger = target.ledger().await?;
-    let applied: HashSet<String> = ledger.iter().map(|e| e.folder.clone()).collect();
     let mut last: Option<LedgerEntry> = ledger.last().cloned();
     if let (Some(_), Some(l)) = (&config.from_folder, &last) {
         return Err(LoadRefused::FromOnLoadedTarget {
@@ -258,19 +319,34 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
         }
     }
 
+    // What is new: a folder whose name the ledger lacks, or whose zip differs from the one applied
+    // under that name (a restarted chain can reuse a name).
+    let applied: BTreeMap<&str, Option<&str>> = ledger
+        .iter()
+        .map(|e| (e.folder.as_str(), e.zip_sha1.as_deref()))
+        .collect();
+    let mut candidates: Vec<Candidate> = Vec::new();
     for (name, path) in &folders {
-        if applied.contains(name) {
-            report.already_applied += 1;
-            continue;
-        }
-        if let Some(l) = &last {
-            if name < &l.folder {
-                warn!(folder = %name, last = %l.folder, "older than the last applied export and not in the ledger: skipped");
+        let zip_sha1 = read_zip_sha1(path, name);
+        if let Some(done) = applied.get(name.as_str()) {
+            if done.is_none() || done.map(str::to_string) == zip_sha1 {
+                report.already_applied += 1;
                 continue;
             }
-        } else if config.from_folder.as_ref().is_some_and(|f| name < f) {
+        }
+        let meta = ExportName::parse(name).and_then(|n| crate::outdir::read_meta(path, &n).ok());
+        if config.from_folder.as_ref().is_some_and(|f| name < f) {
             continue;
         }
+        candidates.push(Candidate {
+            name: name.clone(),
+            path: path.clone(),
+            meta,
+        });
+    }
+
+    while let Some(i) = next_folder(&candidates, last.as_ref()) {
+        let Candidate { name, path, .. } = candidates.remove(i);
         let check = {
             let path = path.clone();
             tokio::task::spawn_blocking(move || {
@@ -289,28 +365,61 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
             .meta
             .clone()
             .expect("a folder that passed has metadata");
-        if let Some(l) = &last {
-            if meta.hwm_from != l.hwm_to {
-                return Err(LoadRefused::ChainBroken {
-                    folder: name.clone(),
-                    from: meta.hwm_from.audit_key,
-                    last: l.hwm_to.audit_key,
-                    last_folder: l.folder.clone(),
-                }
-                .into());
-            }
+        let encoding = crate::encoding::OutputEncoding::of_export(meta.encoding.as_deref())
+            .map_err(|e| LoadRefused::Damaged {
+                folder: name.clone(),
+                problems: e,
+            })?;
+        let zip_path = path.join(ExportName::parse(&name).expect("listed").zip_file());
+        let full: Option<&Vec<String>> = meta
+            .restart
+            .filter(|r| r.kind == crate::format::RestartKind::Full)
+            .and(meta.full_tables.as_ref());
+        let mut plans =
+            plan_tables(&target, &zip_path, &name, &model, encoding, &mut report).await?;
+        for p in &mut plans {
+            p.remove_missing = full.is_some_and(|f| f.contains(&p.table));
         }
-        let zip_path = path.join(ExportName::parse(name).expect("listed").zip_file());
-        let plans = plan_tables(&target, &zip_path, name, &model, &mut report).await?;
+        // Tables the full resync holds with no rows at all: everything in them goes.
+        let clear: Vec<String> = match full {
+            None => Vec::new(),
+            Some(f) => {
+                let present: HashSet<String> = target
+                    .tables()
+                    .await?
+                    .iter()
+                    .map(|t| t.lower_name())
+                    .collect();
+                f.iter()
+                    .filter(|t| target::is_plain_identifier(t))
+                    .filter(|t| present.contains(*t) && !plans.iter().any(|p| &p.table == *t))
+                    .cloned()
+                    .collect()
+            }
+        };
         let entry = LedgerEntry {
             folder: name.clone(),
             hwm_from: meta.hwm_from,
             hwm_to: meta.hwm_to,
             max_data_ts: meta.max_data_ts,
+            zip_sha1: read_zip_sha1(&path, &name),
+            generation: meta.generation,
         };
+        if let (Some(r), Some(l)) = (&meta.restart, &last) {
+            info!(
+                folder = %name,
+                kind = r.kind.as_str(),
+                generation = meta.generation,
+                replaces_from = %l.folder,
+                "a restarted chain: applied over what the target holds"
+            );
+        }
         let started = std::time::Instant::now();
-        let rows = match target.apply(&zip_path, &plans, &entry).await {
-            Ok(rows) => rows,
+        let (rows, removed) = match target
+            .apply(&zip_path, &plans, &clear, &entry, encoding)
+            .await
+        {
+            Ok(r) => r,
             // A refusal names the folder already; anything else gets it here.
             Err(e) if e.downcast_ref::<LoadRefused>().is_some() => return Err(e),
             Err(e) => return Err(e.context(format!("{name}: not applied"))),
@@ -319,17 +428,119 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
             folder = %name,
             tables = plans.len(),
             rows = rows.values().sum::<u64>(),
+            removed = removed.values().sum::<u64>(),
             seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
             "applied"
         );
         report.applied.push(Applied {
             folder: name.clone(),
             rows,
+            removed,
         });
         last = Some(entry);
     }
+
+    // What is left could not be placed after the target's last export.
+    let tip = last.as_ref();
+    let mut blocking: Option<LoadRefused> = None;
+    for c in &candidates {
+        let refusal = match (&c.meta, tip) {
+            (None, _) => {
+                let check = verify::check_folder_at(&c.path, verify::Depth::Structure);
+                Some(LoadRefused::Damaged {
+                    folder: c.name.clone(),
+                    problems: if check.problems.is_empty() {
+                        "its metadata cannot be read".into()
+                    } else {
+                        check.problems.join("; ")
+                    },
+                })
+            }
+            (Some(m), Some(t)) if m.generation < t.generation => {
+                info!(folder = %c.name, "replaced by a restarted chain: skipped");
+                report.superseded.push(c.name.clone());
+                None
+            }
+            (Some(m), Some(t))
+                if m.generation == t.generation && m.hwm_to.audit_key <= t.hwm_to.audit_key =>
+            {
+                warn!(folder = %c.name, last = %t.folder, "older than the last applied export and not in the ledger: skipped");
+                None
+            }
+            (Some(m), Some(t)) if m.restart.is_some() => Some(LoadRefused::RestartGap {
+                folder: c.name.clone(),
+                from: m.hwm_from.audit_key,
+                from_ts: m.max_data_ts_from.unwrap_or(m.max_data_ts),
+                last: t.hwm_to.audit_key,
+                last_ts: t.max_data_ts,
+                last_folder: t.folder.clone(),
+            }),
+            (Some(m), Some(t)) => Some(LoadRefused::ChainBroken {
+                folder: c.name.clone(),
+                from: m.hwm_from.audit_key,
+                last: t.hwm_to.audit_key,
+                last_folder: t.folder.clone(),
+            }),
+            (Some(_), None) => None,
+        };
+        if blocking.is_none() {
+            blocking = refusal;
+        }
+    }
+    if let Some(r) = blocking {
+        target.close().await;
+        return Err(r.into());
+    }
     target.close().await;
     Ok(report)
+}
+
+/// An input folder not applied yet.
+struct Candidate {
+    name: String,
+    path: PathBuf,
+    /// `None` when extracted.xml cannot be read (the folder is refused when its turn would come).
+    meta: Option<crate::format::ExportMetadata>,
+}
+
+/// The zip checksum a folder's `.zip.sha1` names.
+fn read_zip_sha1(path: &Path, name: &str) -> Option<String> {
+    let n = ExportName::parse(name)?;
+    let text = std::fs::read_to_string(path.join(n.zip_sha1_file())).ok()?;
+    crate::format::parse_sha1_line(&text, name)
+        .ok()
+        .map(|(d, _)| d)
+}
+
+/// The candidate to apply after `last`: the next export of its chain, or the first export of a later
+/// chain (a restart) that starts at or before where the target stands, the latest chain first. An
+/// empty target starts with the first folder in name order.
+fn next_folder(candidates: &[Candidate], last: Option<&LedgerEntry>) -> Option<usize> {
+    let Some(t) = last else {
+        return candidates
+            .iter()
+            .position(|c| c.meta.is_some())
+            .filter(|&i| {
+                // A damaged folder first in line is refused, not passed over.
+                candidates[..i].iter().all(|c| c.meta.is_some())
+            });
+    };
+    let mut best: Option<(u32, usize)> = None;
+    for (i, c) in candidates.iter().enumerate() {
+        let Some(m) = &c.meta else { continue };
+        let follows = if m.generation == t.generation {
+            m.restart.is_none() && m.hwm_from == t.hwm_to
+        } else {
+            m.generation > t.generation
+                && m.restart.is_some()
+                && m.hwm_from.audit_key <= t.hwm_to.audit_key
+                && m.max_data_ts_from.unwrap_or(i64::MIN) <= t.max_data_ts
+        };
+        if follows && best.is_none_or(|(g, _)| m.generation > g) {
+            best = Some((m.generation, i));
+        }
+    }
+    best.map(|(_, i)| i)
 }
 
 /// Reads each CSV's header and makes the target ready for it: names checked, custom tables created,
@@ -339,11 +550,12 @@ async fn plan_tables(
     zip_path: &Path,
     folder: &str,
     model: &[TableDef],
+    encoding: &'static encoding_rs::Encoding,
     report: &mut LoadReport,
 ) -> Result<Vec<TablePlan>> {
     let headers = {
         let zip_path = zip_path.to_path_buf();
-        tokio::task::spawn_blocking(move || read_headers(&zip_path)).await??
+        tokio::task::spawn_blocking(move || read_headers(&zip_path, encoding)).await??
     };
     let refuse = |table: &str, reason: String| LoadRefused::Table {
         folder: folder.to_string(),
@@ -456,6 +668,7 @@ async fn plan_tables(
             primary_key,
             version_column,
             expected_sha1: sha1,
+            remove_missing: false,
         });
     }
     Ok(plans)
@@ -471,7 +684,10 @@ async fn refresh(target: &Target) -> Result<BTreeMap<String, Table>> {
 }
 
 /// The header of every CSV in a zip and the checksum its `.sha1` names, by lower-case table name.
-fn read_headers(zip_path: &Path) -> Result<BTreeMap<String, (Vec<String>, String)>> {
+fn read_headers(
+    zip_path: &Path,
+    encoding: &'static encoding_rs::Encoding,
+) -> Result<BTreeMap<String, (Vec<String>, String)>> {
     let mut zip = zip::ZipArchive::new(std::fs::File::open(zip_path)?)?;
     let mut out = BTreeMap::new();
     let names: Vec<String> = zip
@@ -487,7 +703,7 @@ fn read_headers(zip_path: &Path) -> Result<BTreeMap<String, (Vec<String>, String
         let file = zip.by_name(entry)?;
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
-            .from_reader(file);
+            .from_reader(crate::encoding::decoding_reader(file, encoding));
         let header: Vec<String> = reader.headers()?.iter().map(String::from).collect();
         out.insert(table, (header, digest));
     }
@@ -499,6 +715,7 @@ fn read_headers(zip_path: &Path) -> Result<BTreeMap<String, (Vec<String>, String
 pub fn stream_csv(
     zip_path: &Path,
     table: &str,
+    encoding: &'static encoding_rs::Encoding,
 ) -> (
     tokio::sync::mpsc::Receiver<Vec<u8>>,
     tokio::task::JoinHandle<Result<String>>,
@@ -507,7 +724,8 @@ pub fn stream_csv(
     let (zip_path, table) = (zip_path.to_path_buf(), table.to_string());
     let handle = tokio::task::spawn_blocking(move || {
         let mut zip = zip::ZipArchive::new(std::fs::File::open(&zip_path)?)?;
-        let mut reader = open_csv(&mut zip, &table)?;
+        let mut raw = open_csv(&mut zip, &table)?;
+        let mut reader = crate::encoding::decoding_reader(&mut raw, encoding);
         loop {
             let mut buf = vec![0u8; 256 * 1024];
             let mut filled = 0;
@@ -526,7 +744,8 @@ pub fn stream_csv(
                 break; // the loader stopped; it reports its own error
             }
         }
-        Ok(reader.hex())
+        drop(reader);
+        Ok(raw.hex())
     });
     (rx, handle)
 }

@@ -9,7 +9,10 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Row};
 
-use super::{check_loaded_sha1, merge_sql, stream_csv, LedgerEntry, TablePlan, TargetLocked};
+use super::{
+    check_loaded_sha1, merge_sql, remove_missing_sql, stream_csv, LedgerEntry, Removed, TablePlan,
+    TargetLocked, LEDGER_SELECT, LEDGER_UPSERT,
+};
 use crate::db::{self, DbError, DbUrl, Table};
 use crate::package::checkpoint;
 use crate::target;
@@ -81,8 +84,16 @@ impl PgTarget {
 
     pub async fn ledger(&self) -> Result<Vec<LedgerEntry>> {
         let rows = sqlx::query(
-            "SELECT folder::text, hwm_from_audit_key::bigint, hwm_from_created_ts, hwm_to_audit_key::bigint, \
-             hwm_to_created_ts, max_data_ts FROM gim_export_ledger ORDER BY folder",
+            &LEDGER_SELECT
+                .replace(
+                    "folder, hwm_from_audit_key,",
+                    "folder::text, hwm_from_audit_key::bigint,",
+                )
+                .replace("hwm_to_audit_key,", "hwm_to_audit_key::bigint,")
+                .replace(
+                    "zip_sha1, COALESCE(chain_generation, 0)",
+                    "zip_sha1::text, COALESCE(chain_generation, 0)::bigint",
+                ),
         )
         .fetch_all(&self.pool)
         .await
@@ -97,9 +108,12 @@ impl PgTarget {
         &self,
         zip_path: &Path,
         plans: &[TablePlan],
+        clear: &[String],
         entry: &LedgerEntry,
-    ) -> Result<BTreeMap<String, u64>> {
+        encoding: &'static encoding_rs::Encoding,
+    ) -> Result<(BTreeMap<String, u64>, Removed)> {
         let mut rows = BTreeMap::new();
+        let mut removed = Removed::new();
         let err = |what: &str| DbError::on(&self.url, what);
         let mut tx = self
             .pool
@@ -116,7 +130,7 @@ impl PgTarget {
             .execute(&mut *tx)
             .await
             .map_err(err(&what))?;
-            let (mut chunks, hasher) = stream_csv(zip_path, &plan.table);
+            let (mut chunks, hasher) = stream_csv(zip_path, &plan.table, encoding);
             {
                 let mut copy = tx
                     .copy_in_raw(&format!(
@@ -158,17 +172,35 @@ impl PgTarget {
                 }
                 Err(e) => return Err(err(&what)(e).into()),
             }
-            sqlx::raw_sql("RELEASE SAVEPOINT gx_merge; DROP TABLE gx_stage;")
+            sqlx::raw_sql("RELEASE SAVEPOINT gx_merge")
+                .execute(&mut *tx)
+                .await
+                .map_err(err(&what))?;
+            if plan.remove_missing {
+                let gone = sqlx::query(&remove_missing_sql(plan, "gx_stage"))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err(&what))?
+                    .rows_affected();
+                removed.insert(plan.table.clone(), gone);
+            }
+            sqlx::raw_sql("DROP TABLE gx_stage")
                 .execute(&mut *tx)
                 .await
                 .map_err(err(&what))?;
             checkpoint();
         }
-        sqlx::query(
-            "INSERT INTO gim_export_ledger (folder, hwm_from_audit_key, hwm_from_created_ts, hwm_to_audit_key, \
-             hwm_to_created_ts, max_data_ts, row_counts, loaded_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, now()::timestamp(3))",
-        )
+        for table in clear {
+            let gone = sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&mut *tx)
+                .await
+                .map_err(err(&format!("emptying table {table}")))?
+                .rows_affected();
+            removed.insert(table.clone(), gone);
+        }
+        sqlx::query(&numbered(
+            &LEDGER_UPSERT.replace("NOW_TS", "now()::timestamp(3)"),
+        ))
         .bind(&entry.folder)
         .bind(entry.hwm_from.audit_key)
         .bind(entry.hwm_from.created_ts)
@@ -176,13 +208,15 @@ impl PgTarget {
         .bind(entry.hwm_to.created_ts)
         .bind(entry.max_data_ts)
         .bind(serde_json::to_string(&rows)?)
+        .bind(entry.zip_sha1.as_deref())
+        .bind(i64::from(entry.generation))
         .execute(&mut *tx)
         .await
         .map_err(err("writing the ledger"))?;
         checkpoint();
         tx.commit().await.map_err(err("committing"))?;
         checkpoint();
-        Ok(rows)
+        Ok((rows, removed))
     }
 
     pub async fn close(mut self) {
@@ -194,4 +228,19 @@ impl PgTarget {
         }
         self.pool.close().await;
     }
+}
+
+/// `?` placeholders as PostgreSQL's `$1, $2, ...`.
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for ch in sql.chars() {
+        if ch == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(ch);
+        }
+    }
+    out
 }

@@ -10,7 +10,8 @@ use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
 
 use super::{
-    check_loaded_sha1, merge_sql, open_csv, LedgerEntry, LoadRefused, TablePlan, TargetLocked,
+    check_loaded_sha1, merge_sql, open_csv, remove_missing_sql, LedgerEntry, LoadRefused, Removed,
+    TablePlan, TargetLocked, LEDGER_SELECT, LEDGER_UPSERT,
 };
 use crate::db::{self, DbError, DbUrl, Table};
 use crate::package::checkpoint;
@@ -107,13 +108,10 @@ impl SqliteTarget {
     }
 
     pub async fn ledger(&self) -> Result<Vec<LedgerEntry>> {
-        let rows = sqlx::query(
-            "SELECT FOLDER, HWM_FROM_AUDIT_KEY, HWM_FROM_CREATED_TS, HWM_TO_AUDIT_KEY, HWM_TO_CREATED_TS, MAX_DATA_TS \
-             FROM GIM_EXPORT_LEDGER ORDER BY FOLDER",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| DbError::query(&self.url, "reading the ledger", e))?;
+        let rows = sqlx::query(LEDGER_SELECT)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| DbError::query(&self.url, "reading the ledger", e))?;
         rows.iter()
             .map(|r| Ok(super::ledger_entry!(r)))
             .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -124,9 +122,12 @@ impl SqliteTarget {
         &self,
         zip_path: &Path,
         plans: &[TablePlan],
+        clear: &[String],
         entry: &LedgerEntry,
-    ) -> Result<BTreeMap<String, u64>> {
+        encoding: &'static encoding_rs::Encoding,
+    ) -> Result<(BTreeMap<String, u64>, Removed)> {
         let mut rows = BTreeMap::new();
+        let mut removed = Removed::new();
         let err = |what: &str| DbError::on(&self.url, what);
         let mut zip = zip::ZipArchive::new(File::open(zip_path)?)?;
         let mut tx = self
@@ -157,9 +158,10 @@ impl SqliteTarget {
                 )
             };
             let full_batch_sql = insert(batch_rows);
+            let mut raw = open_csv(&mut zip, &plan.table)?;
             let mut csv = csv::ReaderBuilder::new()
                 .has_headers(true)
-                .from_reader(open_csv(&mut zip, &plan.table)?);
+                .from_reader(crate::encoding::decoding_reader(&mut raw, encoding));
             let refused = |reason: String| LoadRefused::Table {
                 folder: entry.folder.clone(),
                 table: plan.table.clone(),
@@ -217,37 +219,59 @@ impl SqliteTarget {
                 }
             }
             drop(records);
-            check_loaded_sha1(&entry.folder, plan, &csv.into_inner().hex())?;
+            drop(csv);
+            check_loaded_sha1(&entry.folder, plan, &raw.hex())?;
             rows.insert(plan.table.clone(), seq as u64);
             sqlx::raw_sql(&merge_sql(plan, "gx_stage", true, "rowid"))
                 .execute(&mut *tx)
                 .await
                 .map_err(err(&what))?;
+            if plan.remove_missing {
+                let key = plan.primary_key.join(", ");
+                sqlx::raw_sql(&format!(
+                    "CREATE INDEX temp.gx_stage_key ON gx_stage ({key})"
+                ))
+                .execute(&mut *tx)
+                .await
+                .map_err(err(&what))?;
+                let gone = sqlx::query(&remove_missing_sql(plan, "gx_stage"))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err(&what))?
+                    .rows_affected();
+                removed.insert(plan.table.clone(), gone);
+            }
             sqlx::raw_sql("DROP TABLE temp.gx_stage")
                 .execute(&mut *tx)
                 .await
                 .map_err(err(&what))?;
             checkpoint();
         }
-        sqlx::query(
-            "INSERT INTO GIM_EXPORT_LEDGER (FOLDER, HWM_FROM_AUDIT_KEY, HWM_FROM_CREATED_TS, HWM_TO_AUDIT_KEY, \
-             HWM_TO_CREATED_TS, MAX_DATA_TS, ROW_COUNTS, LOADED_AT) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, strftime('%Y-%m-%d %H:%M:%f', 'now'))",
-        )
-        .bind(&entry.folder)
-        .bind(entry.hwm_from.audit_key)
-        .bind(entry.hwm_from.created_ts)
-        .bind(entry.hwm_to.audit_key)
-        .bind(entry.hwm_to.created_ts)
-        .bind(entry.max_data_ts)
-        .bind(serde_json::to_string(&rows)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(err("writing the ledger"))?;
+        for table in clear {
+            let gone = sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&mut *tx)
+                .await
+                .map_err(err(&format!("emptying table {table}")))?
+                .rows_affected();
+            removed.insert(table.clone(), gone);
+        }
+        sqlx::query(&LEDGER_UPSERT.replace("NOW_TS", "strftime('%Y-%m-%d %H:%M:%f', 'now')"))
+            .bind(&entry.folder)
+            .bind(entry.hwm_from.audit_key)
+            .bind(entry.hwm_from.created_ts)
+            .bind(entry.hwm_to.audit_key)
+            .bind(entry.hwm_to.created_ts)
+            .bind(entry.max_data_ts)
+            .bind(serde_json::to_string(&rows)?)
+            .bind(entry.zip_sha1.as_deref())
+            .bind(i64::from(entry.generation))
+            .execute(&mut *tx)
+            .await
+            .map_err(err("writing the ledger"))?;
         checkpoint();
         tx.commit().await.map_err(err("committing"))?;
         checkpoint();
-        Ok(rows)
+        Ok((rows, removed))
     }
 
     pub async fn close(self) {
