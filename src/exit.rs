@@ -64,11 +64,20 @@ impl ExitCode {
                 return ExitCode::VerifyFailed;
             }
             if cause.downcast_ref::<StartDateOnExistingChain>().is_some()
+                || cause
+                    .downcast_ref::<crate::export::NothingToReexport>()
+                    .is_some()
                 || cause.downcast_ref::<crate::cmd::ConfigError>().is_some()
             {
                 return ExitCode::Config;
             }
-            if cause.downcast_ref::<std::io::Error>().is_some() {
+            if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+                // Data the encoding cannot hold is not a file problem.
+                if e.get_ref()
+                    .is_some_and(|i| i.is::<crate::encoding::Unmappable>())
+                {
+                    return ExitCode::Failure;
+                }
                 return ExitCode::Io;
             }
         }

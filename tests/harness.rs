@@ -387,3 +387,49 @@ pub fn exported_keys(dir: &Path) -> gim_export::audit::AuditKeySet {
     }
     keys
 }
+
+/// Runs `sql` (one or more statements) on a SQLite or PostgreSQL database.
+pub fn exec_sql(url: &str, sql: &str) {
+    if url.starts_with("sqlite") {
+        runtime().block_on(async {
+            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        })
+    } else {
+        let db = url.rsplit('/').next().unwrap();
+        let o = psql(db, sql);
+        assert!(
+            o.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+/// One value from a SQLite or PostgreSQL database, as text ("" for no row or NULL).
+pub fn query_one(url: &str, sql: &str) -> String {
+    if url.starts_with("sqlite") {
+        runtime().block_on(async {
+            use sqlx::Row;
+            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+            let v = sqlx::query(&format!("SELECT CAST(({sql}) AS TEXT)"))
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                .get::<Option<String>, _>(0)
+                .unwrap_or_default();
+            pool.close().await;
+            v
+        })
+    } else {
+        let db = url.rsplit('/').next().unwrap();
+        let o = psql(db, &format!("COPY (SELECT ({sql})::text) TO STDOUT"));
+        let s = String::from_utf8_lossy(&o.stdout).trim_end().to_string();
+        if s == "\\N" {
+            String::new()
+        } else {
+            s
+        }
+    }
+}

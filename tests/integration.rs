@@ -5,6 +5,7 @@ mod harness;
 mod tamper;
 
 mod bad_input;
+mod chains;
 mod concurrency;
 mod config;
 mod crash;

@@ -8,12 +8,16 @@ use super::parse_url;
 use crate::exit::ExitCode;
 use crate::load::{self, LoadConfig};
 
-/// Merge export folders, in name order, into the target database by primary key.
+/// Merge export folders, in chain order, into the target database by primary key.
 ///
 /// Creates or migrates the target schema first. Folders already in the target's ledger are skipped.
 /// Before a folder is applied its checksums, metadata and place in the hwm chain are checked; on any
 /// problem the load stops with an error naming the folder, and nothing of it is applied. Each folder is
 /// applied in one transaction together with its ledger row. Empty CSV fields load as NULL.
+///
+/// A restarted chain (export --restart, --reexport-last, --full-resync) is applied over what the
+/// target holds once the target reaches the point it restarts from; folders of the chain it replaced
+/// are then skipped. A full resync also removes the rows of its tables that the source no longer has.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// An export folder, or a directory of export folders.
@@ -39,11 +43,23 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         println!("migrated {m}");
     }
     for a in &report.applied {
+        let removed: u64 = a.removed.values().sum();
         println!(
-            "applied {} tables={} rows={}",
+            "applied {} tables={} rows={}{}",
             a.folder,
             a.rows.len(),
-            a.rows.values().sum::<u64>()
+            a.rows.values().sum::<u64>(),
+            if a.removed.is_empty() {
+                String::new()
+            } else {
+                format!(" removed={removed} (full resync)")
+            }
+        );
+    }
+    if !report.superseded.is_empty() {
+        println!(
+            "skipped {} folder(s) of a chain that a restart replaced",
+            report.superseded.len()
         );
     }
     let rows: u64 = report.applied.iter().flat_map(|a| a.rows.values()).sum();

@@ -319,22 +319,28 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
         }
     }
 
-    // What is new: a folder whose name the ledger lacks, or whose zip differs from the one applied
-    // under that name (a restarted chain can reuse a name).
-    let applied: BTreeMap<&str, Option<&str>> = ledger
-        .iter()
-        .map(|e| (e.folder.as_str(), e.zip_sha1.as_deref()))
-        .collect();
+    // What is new: a folder whose name the ledger lacks, or that differs from the export applied
+    // under that name (its zip, or its chain: a restarted chain can reuse a name and even the bytes).
+    let applied: BTreeMap<&str, &LedgerEntry> =
+        ledger.iter().map(|e| (e.folder.as_str(), e)).collect();
     let mut candidates: Vec<Candidate> = Vec::new();
     for (name, path) in &folders {
-        let zip_sha1 = read_zip_sha1(path, name);
+        let meta = ExportName::parse(name).and_then(|n| crate::outdir::read_meta(path, &n).ok());
         if let Some(done) = applied.get(name.as_str()) {
-            if done.is_none() || done.map(str::to_string) == zip_sha1 {
+            let same = match &done.zip_sha1 {
+                None => true, // applied before the ledger kept checksums
+                Some(sha) => {
+                    read_zip_sha1(path, name).as_ref() == Some(sha)
+                        && meta
+                            .as_ref()
+                            .is_none_or(|m| m.generation == done.generation)
+                }
+            };
+            if same {
                 report.already_applied += 1;
                 continue;
             }
         }
-        let meta = ExportName::parse(name).and_then(|n| crate::outdir::read_meta(path, &n).ok());
         if config.from_folder.as_ref().is_some_and(|f| name < f) {
             continue;
         }
