@@ -355,3 +355,115 @@ fn copy_dir(from: &Path, to: &Path) {
         fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+/// The published folders of `out` (not what was moved aside), as a tree.
+fn published(out: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut all = std::collections::BTreeMap::new();
+    for f in export_folders(out) {
+        for (k, v) in tree(&out.join(&f)) {
+            all.insert(format!("{f}/{k}"), v);
+        }
+    }
+    all
+}
+
+/// Every folder moved aside, whichever superseded-<time> directory it went to.
+fn moved_aside(out: &Path) -> Vec<String> {
+    let mut v: Vec<String> = superseded_dirs(out)
+        .iter()
+        .flat_map(|d| export_folders(&out.join(d)))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_reexport_killed_at_any_write_is_finished_by_the_next_plain_run() {
+    use gim_export::package::ABORT_AFTER_ENV;
+    let w = Workdir::new("reexport-crash");
+    let src = w.sqlite_url("im.db");
+    simulate(&w, &src, 4, 60, 74);
+    w.run(&["export", "--source", &src, "--output", "base", "--catch-up"]);
+    let copy = |to: &str| {
+        let _ = fs::remove_dir_all(w.join(to));
+        fs::create_dir(w.join(to)).unwrap();
+        for f in export_folders(&w.join("base")) {
+            copy_dir(&w.join("base").join(&f), &w.join(to).join(&f));
+        }
+        fs::copy(
+            w.join("base/.gim-export.state"),
+            w.join(to).join(".gim-export.state"),
+        )
+        .unwrap();
+    };
+    copy("reference");
+    w.run(&[
+        "export",
+        "--source",
+        &src,
+        "--output",
+        "reference",
+        "--reexport-last",
+        "2d",
+    ]);
+    let reference = published(&w.join("reference"));
+    let reference_moved = moved_aside(&w.join("reference"));
+    assert!(!reference_moved.is_empty());
+
+    let mut aborted = 0;
+    for n in [1u32, 2, 3, 4, 5, 6, 8, 12, 20, 40, 80, 160] {
+        copy("out");
+        let o = w
+            .command(&[
+                "export",
+                "--source",
+                &src,
+                "--output",
+                "out",
+                "--reexport-last",
+                "2d",
+            ])
+            .env(ABORT_AFTER_ENV, n.to_string())
+            .output()
+            .unwrap();
+        if o.status.success() {
+            break;
+        }
+        aborted += 1;
+        // The next run is a plain one, as cron would start it: it finishes a recorded restart.
+        let o = w
+            .command(&["export", "--source", &src, "--output", "out", "--catch-up"])
+            .output()
+            .unwrap();
+        assert!(matches!(o.status.code(), Some(0 | 3)), "{}", stderr(&o));
+        if moved_aside(&w.join("out")).is_empty() {
+            // Killed before the restart was recorded: nothing changed; the admin runs it again.
+            assert_same_tree(
+                &published(&w.join("out")),
+                &published(&w.join("base")),
+                "untouched",
+            );
+            w.run(&[
+                "export",
+                "--source",
+                &src,
+                "--output",
+                "out",
+                "--reexport-last",
+                "2d",
+            ]);
+        }
+        assert_eq!(
+            moved_aside(&w.join("out")),
+            reference_moved,
+            "abort at write {n}"
+        );
+        assert_same_tree(
+            &published(&w.join("out")),
+            &reference,
+            &format!("abort at write {n}"),
+        );
+        assert!(!w.join("out/.gim-export.restart.json").exists());
+    }
+    assert!(aborted >= 6, "only {aborted} abort points reached");
+}

@@ -9,6 +9,7 @@ mod chains;
 mod concurrency;
 mod config;
 mod crash;
+mod encoding;
 mod export_format;
 mod follow;
 mod golden;
