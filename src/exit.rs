@@ -67,6 +67,7 @@ impl ExitCode {
                 || cause
                     .downcast_ref::<crate::export::NothingToReexport>()
                     .is_some()
+                || cause.downcast_ref::<crate::db::NoExportViews>().is_some()
                 || cause.downcast_ref::<crate::cmd::ConfigError>().is_some()
             {
                 return ExitCode::Config;

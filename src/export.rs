@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::audit::{AuditKeySet, HighWaterMark};
-use crate::db::{DbError, DbUrl, Source, Table};
+use crate::db::{DbError, DbUrl, ExportViews, Source, Table};
 use crate::encoding::{OutputEncoding, Transcoder};
 use crate::format::{ExportMetadata, ExportName, Restart, RestartKind};
 use crate::ops::{self, LastRun, Metrics, TableFilter};
@@ -55,6 +55,8 @@ pub struct ExportConfig {
     pub mode: ChainMode,
     /// The CSVs' character set.
     pub encoding: OutputEncoding,
+    /// `--use-export-views`: read through these views instead of the tables.
+    pub views: Option<ExportViews>,
 }
 
 /// Whether a run continues the chain in the output directory or replaces it.
@@ -197,9 +199,11 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
     // Check the source before touching the output, so a bad source writes nothing.
     let source = Source::connect(&config.source, config.threads as u32).await?;
     source.read_audit_log(i64::MAX, &[]).await?;
-    let tables: Vec<Table> = source
-        .tables()
-        .await?
+    let all = match &config.views {
+        Some(v) => source.export_view_tables(v).await?,
+        None => source.tables().await?,
+    };
+    let tables: Vec<Table> = all
         .into_iter()
         .filter(|t| t.is_exportable() && config.tables.allows(&t.name))
         .collect();

@@ -20,3 +20,4 @@ mod ops;
 mod out_of_order;
 mod property;
 mod sqlite_vs_postgres;
+mod views;

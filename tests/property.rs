@@ -115,6 +115,7 @@ fn check_history(seed: u64, steps: &[(u32, u8)], chunk_seconds: i64) {
                 retry_delay_seconds: 1,
                 mode: Default::default(),
                 encoding: Default::default(),
+                views: None,
             }))
             .unwrap();
         }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::{parse_date, parse_seconds, parse_url, ConfigError};
+use crate::db::ExportViews;
 use crate::encoding::{OnUnmappable, OutputEncoding};
 use crate::exit::ExitCode;
 use crate::export::{self, ChainMode, ExportConfig, ExportReport};
@@ -51,6 +52,22 @@ pub struct Args {
     /// the target rows of those tables that the source no longer has.
     #[arg(long, conflicts_with_all = ["start_date", "every"])]
     pub full_resync: bool,
+    /// Read each table through its export view (--export-views-prefix + table name, in
+    /// --export-views-schema) instead of the table: the views fix the columns exported, whatever the
+    /// Info Mart schema version. Tables without a view are not exported.
+    #[arg(long, env = "GIM_EXPORT_USE_EXPORT_VIEWS")]
+    pub use_export_views: bool,
+    /// Name prefix of the export views.
+    #[arg(
+        long,
+        env = "GIM_EXPORT_EXPORT_VIEWS_PREFIX",
+        default_value = "exp_",
+        value_name = "PREFIX"
+    )]
+    pub export_views_prefix: String,
+    /// Schema that holds the export views (PostgreSQL; default: the current schema).
+    #[arg(long, env = "GIM_EXPORT_EXPORT_VIEWS_SCHEMA", value_name = "SCHEMA")]
+    pub export_views_schema: Option<String>,
     /// Character set of the CSVs: any WHATWG label (utf-8, windows-1252, iso-8859-15, utf-16le, ...).
     #[arg(
         long,
@@ -169,6 +186,10 @@ impl Args {
             } else {
                 ChainMode::Continue
             },
+            views: self.use_export_views.then(|| ExportViews {
+                prefix: self.export_views_prefix.clone(),
+                schema: self.export_views_schema.clone(),
+            }),
             encoding: OutputEncoding::from_label(&self.encoding, self.on_unmappable).ok_or_else(
                 || {
                     ConfigError(format!(

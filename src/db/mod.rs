@@ -219,9 +219,34 @@ pub struct Table {
     pub columns: Vec<Column>,
     /// Primary-key columns, in key order (catalog spelling).
     pub primary_key: Vec<String>,
+    /// What rows are read from when not the table itself: an export view (quoted, maybe
+    /// schema-qualified).
+    pub read_from: Option<String>,
+}
+
+/// `--use-export-views`: read each table through a view named prefix + table name, in `schema` or
+/// the current one. The views decide the columns; the tables give the primary keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportViews {
+    pub prefix: String,
+    pub schema: Option<String>,
+}
+
+/// `--use-export-views` found nothing to read.
+#[derive(Debug, thiserror::Error)]
+#[error("--use-export-views: no view named {prefix}<table> for any exportable table{}", schema.as_ref().map(|s| format!(" in schema {s}")).unwrap_or_default())]
+pub struct NoExportViews {
+    pub prefix: String,
+    pub schema: Option<String>,
 }
 
 impl Table {
+    /// The relation rows are read from, quoted for SQL.
+    pub fn relation(&self) -> String {
+        self.read_from
+            .clone()
+            .unwrap_or_else(|| quote_ident(&self.name))
+    }
     pub fn lower_name(&self) -> String {
         self.name.to_ascii_lowercase()
     }
@@ -341,6 +366,52 @@ impl Source {
         Ok(log)
     }
 
+    /// The exportable tables as the export views present them: for each table with a view named
+    /// prefix + name (any case), the view's columns, the table's primary key, read from the view.
+    pub async fn export_view_tables(&self, views: &ExportViews) -> anyhow::Result<Vec<Table>> {
+        let base = self.tables().await?;
+        let found = match self {
+            Source::Sqlite(s) => {
+                if views.schema.is_some() {
+                    return Err(crate::cmd::ConfigError(
+                        "--export-views-schema applies to PostgreSQL sources; SQLite has one schema"
+                            .into(),
+                    )
+                    .into());
+                }
+                sqlite::read_relations(&s.pool, &s.url, "view").await?
+            }
+            Source::Postgres(s) => {
+                postgres::read_relations(&s.pool, &s.url, "VIEW", views.schema.as_deref()).await?
+            }
+        };
+        let mut out = Vec::new();
+        for t in base.iter().filter(|t| t.is_exportable()) {
+            let want = format!("{}{}", views.prefix, t.name).to_ascii_lowercase();
+            let Some(v) = found.iter().find(|v| v.name.to_ascii_lowercase() == want) else {
+                tracing::debug!(table = %t.name, "no export view: not exported");
+                continue;
+            };
+            out.push(Table {
+                name: t.name.clone(),
+                columns: v.columns.clone(),
+                primary_key: t.primary_key.clone(),
+                read_from: Some(match &views.schema {
+                    Some(schema) => format!("{}.{}", quote_ident(schema), quote_ident(&v.name)),
+                    None => quote_ident(&v.name),
+                }),
+            });
+        }
+        if out.is_empty() {
+            return Err(NoExportViews {
+                prefix: views.prefix.clone(),
+                schema: views.schema.clone(),
+            }
+            .into());
+        }
+        Ok(out)
+    }
+
     /// Every table of the source schema with its columns and primary key, sorted by lower-case name.
     pub async fn tables(&self) -> Result<Vec<Table>, DbError> {
         let mut tables = match self {
@@ -369,7 +440,7 @@ impl Source {
     pub async fn count_rows(&self, table: &Table, ranges: &[(i64, i64)]) -> Result<i64, DbError> {
         let sql = format!(
             "SELECT COUNT(*) FROM {} WHERE {}",
-            quote_ident(&table.name),
+            table.relation(),
             window_predicate(table, ranges)
         );
         let what = format!("counting rows of {}", table.name);
@@ -420,6 +491,7 @@ mod tests {
     #[test]
     fn predicate_covers_both_audit_keys() {
         let t = Table {
+            read_from: None,
             name: "T".into(),
             columns: vec![
                 Column {

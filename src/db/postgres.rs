@@ -16,7 +16,7 @@ use crate::audit::AuditEntry;
 
 pub struct PgSource {
     pub(crate) url: DbUrl,
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     /// The connection that holds the exported snapshot open.
     snapshot_conn: tokio::sync::Mutex<Option<PoolConnection<Postgres>>>,
     /// The exported snapshot's name, which table readers join.
@@ -143,7 +143,7 @@ impl PgSource {
         let sql = format!(
             "COPY (SELECT {} FROM {} WHERE {} ORDER BY {}) TO STDOUT WITH (FORMAT csv)",
             cols.join(", "),
-            quote_ident(&table.name),
+            table.relation(),
             window_predicate(table, ranges),
             order_by(table)
         );
@@ -197,15 +197,28 @@ impl PgSource {
 
 /// Every base table of the current schema with its columns and primary key.
 pub async fn read_tables(pool: &PgPool, url: &DbUrl) -> Result<Vec<Table>, DbError> {
+    read_relations(pool, url, "BASE TABLE", None).await
+}
+
+/// Every relation of `table_type` (`BASE TABLE`, `VIEW`) in `schema` (default: the current one) with
+/// its columns and primary key (none for a view).
+pub async fn read_relations(
+    pool: &PgPool,
+    url: &DbUrl,
+    table_type: &str,
+    schema: Option<&str>,
+) -> Result<Vec<Table>, DbError> {
     let err = |e| DbError::query(url, "reading the catalog", e);
     let cols = sqlx::query(
         "SELECT c.table_name::text, c.column_name::text, c.data_type::text \
          FROM information_schema.columns c \
          JOIN information_schema.tables t \
            ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
-         WHERE c.table_schema = current_schema() AND t.table_type = 'BASE TABLE' \
+         WHERE c.table_schema = COALESCE($2, current_schema()) AND t.table_type = $1 \
          ORDER BY c.table_name, c.ordinal_position",
     )
+    .bind(table_type)
+    .bind(schema)
     .fetch_all(pool)
     .await
     .map_err(err)?;
@@ -231,6 +244,7 @@ pub async fn read_tables(pool: &PgPool, url: &DbUrl) -> Result<Vec<Table>, DbErr
                 name: table,
                 columns: Vec::new(),
                 primary_key: Vec::new(),
+                read_from: None,
             });
         }
         let kind = match data_type.as_str() {

@@ -136,11 +136,7 @@ impl SqliteSource {
 /// sorter, which spills to temporary files.
 fn window_query(table: &Table, ranges: &[(i64, i64)]) -> String {
     let cols: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
-    let from = format!(
-        "SELECT {} FROM {}",
-        cols.join(", "),
-        quote_ident(&table.name)
-    );
+    let from = format!("SELECT {} FROM {}", cols.join(", "), table.relation());
     let created = key_predicate(table, "create_audit_key", ranges);
     let updated = key_predicate(table, "update_audit_key", ranges);
     let body = match (created, updated) {
@@ -195,10 +191,20 @@ fn read_csv_blocking(path: &Path, sql: &str, out: &CsvChunks) -> rusqlite::Resul
 
 /// Every table of a SQLite database with its columns and primary key.
 pub async fn read_tables(pool: &SqlitePool, url: &DbUrl) -> Result<Vec<Table>, DbError> {
+    read_relations(pool, url, "table").await
+}
+
+/// Every relation of `kind` (`table` or `view`) with its columns and primary key (none for a view).
+pub async fn read_relations(
+    pool: &SqlitePool,
+    url: &DbUrl,
+    kind: &str,
+) -> Result<Vec<Table>, DbError> {
     let err = |e| DbError::query(url, "reading the catalog", e);
     let names: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        "SELECT name FROM sqlite_master WHERE type = ? AND name NOT LIKE 'sqlite_%' ORDER BY name",
     )
+    .bind(kind)
     .fetch_all(pool)
     .await
     .map_err(err)?;
@@ -227,6 +233,7 @@ pub async fn read_tables(pool: &SqlitePool, url: &DbUrl) -> Result<Vec<Table>, D
             name,
             columns,
             primary_key: pk.into_iter().map(|(_, c)| c).collect(),
+            read_from: None,
         });
     }
     Ok(tables)
