@@ -500,8 +500,21 @@ async fn export_window(
                 })
                 .collect();
             let transcoder = Transcoder::new(encoding, &lower, &header, &key);
+            let bar = crate::logging::progress_enabled().then(|| table_bar(&lower));
             let writer = tokio::task::spawn_blocking(move || {
-                package::write_table_part(rx, &lower, &header, &part_path, style, transcoder)
+                let r = package::write_table_part(
+                    rx,
+                    &lower,
+                    &header,
+                    &part_path,
+                    style,
+                    transcoder,
+                    bar.clone(),
+                );
+                if let Some(bar) = bar {
+                    bar.finish_and_clear();
+                }
+                r
             });
             let read = source.copy_rows_csv(&table, &ranges, &tx).await;
             drop(tx);
@@ -570,6 +583,20 @@ async fn export_window(
         "published"
     );
     Ok(Published { folder, meta })
+}
+
+/// A progress line for one table: rows so far and rows per second.
+fn table_bar(table: &str) -> indicatif::ProgressBar {
+    let bar = crate::logging::bars().add(indicatif::ProgressBar::new_spinner());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {prefix:<28} {human_pos:>12} rows  {per_sec:>14}  {elapsed}",
+        )
+        .expect("a valid template"),
+    );
+    bar.set_prefix(table.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
 }
 
 /// The chain state an export leaves.

@@ -1,6 +1,40 @@
 //! Logs go to stderr: readable on a terminal, JSON lines with `--log-format json`. Stdout is for results.
 
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
 use tracing_subscriber::EnvFilter;
+
+static PROGRESS: AtomicBool = AtomicBool::new(false);
+static BARS: OnceLock<indicatif::MultiProgress> = OnceLock::new();
+
+/// The progress bars of this process (drawn only when [`progress_enabled`]).
+pub fn bars() -> &'static indicatif::MultiProgress {
+    BARS.get_or_init(indicatif::MultiProgress::new)
+}
+
+/// Progress bars are drawn on a terminal with human logs, unless `--quiet` or `GIM_EXPORT_PROGRESS=0`.
+pub fn progress_enabled() -> bool {
+    PROGRESS.load(Ordering::Relaxed)
+}
+
+/// Stderr for log lines that lifts the progress bars out of the way while a line is written.
+struct BarAwareStderr;
+
+impl Write for BarAwareStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if progress_enabled() {
+            bars().suspend(|| std::io::stderr().write_all(buf))?;
+        } else {
+            std::io::stderr().write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -10,12 +44,20 @@ pub enum LogFormat {
 
 /// Installs the subscriber. `GIM_EXPORT_LOG` (an env-filter, e.g. `debug`) overrides `default_level`.
 pub fn init(format: LogFormat, default_level: &str) {
+    let wanted = std::env::var("GIM_EXPORT_PROGRESS").map_or(true, |v| v != "0" && v != "false");
+    PROGRESS.store(
+        wanted
+            && format == LogFormat::Human
+            && matches!(default_level, "info" | "debug")
+            && std::io::stderr().is_terminal(),
+        Ordering::Relaxed,
+    );
     let filter = EnvFilter::try_from_env("GIM_EXPORT_LOG")
         // sqlx reports slow statements as warnings; ours are timed in our own log lines.
         .unwrap_or_else(|_| EnvFilter::new(format!("gim_export={default_level},sqlx=error,warn")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| BarAwareStderr)
         .with_target(false);
     let _ = match format {
         LogFormat::Human => builder.try_init(),

@@ -136,6 +136,7 @@ pub fn write_table_part(
     part_path: &Path,
     style: ZipStyle,
     mut transcoder: Option<Transcoder>,
+    progress: Option<indicatif::ProgressBar>,
 ) -> io::Result<Option<TablePart>> {
     let file_name = format::csv_file_name(table);
     let file = File::create(part_path).map_err(|e| with_path(e, part_path))?;
@@ -151,6 +152,9 @@ pub fn write_table_part(
     }
     while let Some(chunk) = chunks.blocking_recv() {
         counter.feed(&chunk);
+        if let Some(bar) = &progress {
+            bar.set_position(counter.records());
+        }
         match transcoder.as_mut() {
             Some(t) => t.write(&chunk, &mut out)?,
             None => out.write_all(&chunk)?,

@@ -361,3 +361,69 @@ fn json_logs_are_one_object_per_line_with_a_fixed_field() {
         "results stay on stdout, logs on stderr"
     );
 }
+
+/// Runs `gim-export ARGS` under a pseudo-terminal (util-linux `script`) and returns what it drew.
+fn on_a_terminal(w: &Workdir, args: &[&str], progress: Option<&str>) -> String {
+    let line = std::iter::once(bin().display().to_string())
+        .chain(args.iter().map(|a| format!("'{a}'")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"]).current_dir(w.path());
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("GIM_EXPORT_")) {
+        cmd.env_remove(k);
+    }
+    if let Some(p) = progress {
+        cmd.env("GIM_EXPORT_PROGRESS", p);
+    }
+    let o = cmd
+        .output()
+        .expect("script (util-linux) runs the command on a pty");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn progress_bars_show_rows_per_table_on_a_terminal_only() {
+    let w = Workdir::new("progress");
+    let src = source(&w, 2);
+    let drawn = on_a_terminal(
+        &w,
+        &["export", "--source", &src, "--output", "tty", "--catch-up"],
+        None,
+    );
+    assert!(
+        drawn.contains("interaction_fact") && drawn.contains(" rows ") && drawn.contains("/s"),
+        "{drawn}"
+    );
+    let plain = on_a_terminal(
+        &w,
+        &["export", "--source", &src, "--output", "off", "--catch-up"],
+        Some("0"),
+    );
+    assert!(!plain.contains(" rows "), "{plain}");
+    // Piped stderr (cron, CI, a log collector): no bars either.
+    let o = w.run(&[
+        "export",
+        "--source",
+        &src,
+        "--output",
+        "piped",
+        "--catch-up",
+        "-v",
+    ]);
+    assert!(!stderr(&o).contains(" rows "), "{}", stderr(&o));
+    // The bars change nothing on disk.
+    assert_same_tree(
+        &published_tree(&w, "tty"),
+        &published_tree(&w, "piped"),
+        "tty vs piped",
+    );
+}
+
+fn published_tree(w: &Workdir, out: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+    tree(&w.join(out))
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("export_"))
+        .collect()
+}
