@@ -326,11 +326,12 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
     let mut candidates: Vec<Candidate> = Vec::new();
     for (name, path) in &folders {
         let meta = ExportName::parse(name).and_then(|n| crate::outdir::read_meta(path, &n).ok());
+        let zip_sha1 = read_zip_sha1(path, name);
         if let Some(done) = applied.get(name.as_str()) {
             let same = match &done.zip_sha1 {
                 None => true, // applied before the ledger kept checksums
                 Some(sha) => {
-                    read_zip_sha1(path, name).as_ref() == Some(sha)
+                    zip_sha1.as_ref() == Some(sha)
                         && meta
                             .as_ref()
                             .is_none_or(|m| m.generation == done.generation)
@@ -348,11 +349,17 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
             name: name.clone(),
             path: path.clone(),
             meta,
+            zip_sha1,
         });
     }
 
     while let Some(i) = next_folder(&candidates, last.as_ref()) {
-        let Candidate { name, path, .. } = candidates.remove(i);
+        let Candidate {
+            name,
+            path,
+            zip_sha1,
+            ..
+        } = candidates.remove(i);
         let check = {
             let path = path.clone();
             tokio::task::spawn_blocking(move || {
@@ -408,7 +415,7 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
             hwm_from: meta.hwm_from,
             hwm_to: meta.hwm_to,
             max_data_ts: meta.max_data_ts,
-            zip_sha1: read_zip_sha1(&path, &name),
+            zip_sha1,
             generation: meta.generation,
         };
         if let (Some(r), Some(l)) = (&meta.restart, &last) {
@@ -507,6 +514,8 @@ struct Candidate {
     path: PathBuf,
     /// `None` when extracted.xml cannot be read (the folder is refused when its turn would come).
     meta: Option<crate::format::ExportMetadata>,
+    /// What its `.zip.sha1` names (the structure check proves the zip matches before it is applied).
+    zip_sha1: Option<String>,
 }
 
 /// The zip checksum a folder's `.zip.sha1` names.
