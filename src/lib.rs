@@ -19,6 +19,7 @@ pub mod logging;
 pub mod ops;
 pub mod outdir;
 pub mod package;
+pub mod schema;
 pub mod simulate;
 pub mod target;
 pub mod verify;

@@ -16,15 +16,7 @@ fn an_unmappable_character_names_table_key_and_column_unless_replaced() {
     let src = w.sqlite_url("im.db");
     simulate(&w, &src, 1, 80, 81);
     // Where the first character windows-1252 lacks sits, in export order (by primary key).
-    let model = gim_export::target::model(gim_export::db::Dialect::Postgres);
-    let columns: Vec<String> = model
-        .iter()
-        .find(|t| t.name == "resource_")
-        .unwrap()
-        .columns
-        .iter()
-        .map(|c| c.name.clone())
-        .collect();
+    let columns = sim_columns("resource_");
     let mut rows = dump_table(&src, "resource_");
     rows.sort_by_key(|r| r[0].parse::<i64>().unwrap());
     let (key, column) = rows

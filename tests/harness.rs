@@ -302,9 +302,7 @@ pub fn simulate(w: &Workdir, url: &str, days: u32, per_day: u32, seed: u64) {
 /// Every row of `table` as strings (NULL and empty text both ""), sorted, from SQLite or PostgreSQL.
 /// Known GIM tables list their columns in the schema's order, whatever order a migration left them in.
 pub fn dump_table(url: &str, table: &str) -> Vec<Vec<String>> {
-    let columns = gim_export::target::model(gim_export::db::Dialect::Postgres)
-        .into_iter()
-        .find(|t| t.name == table)
+    let columns = sim_table(table)
         .map(|t| {
             t.columns
                 .iter()
@@ -358,12 +356,27 @@ pub fn dump_table(url: &str, table: &str) -> Vec<Vec<String>> {
     rows
 }
 
-/// The GIM tables of the target schema (the loader's ledger excluded).
+/// The GIM tables `simulate` writes (the ones a source made by the tests has).
 pub fn gim_tables() -> Vec<String> {
-    gim_export::target::model(gim_export::db::Dialect::Postgres)
-        .into_iter()
-        .map(|t| t.name)
-        .filter(|n| n != gim_export::target::LEDGER_TABLE)
+    gim_export::schema::simulated()
+        .tables
+        .iter()
+        .map(|t| t.name.clone())
+        .collect()
+}
+
+/// A table as `simulate` writes it: its columns in the simulator's order.
+pub fn sim_table(name: &str) -> Option<&'static gim_export::schema::GimTable> {
+    gim_export::schema::simulated().table(name)
+}
+
+/// The columns `simulate` writes in `table`.
+pub fn sim_columns(table: &str) -> Vec<String> {
+    sim_table(table)
+        .unwrap_or_else(|| panic!("{table} is not a simulated table"))
+        .columns
+        .iter()
+        .map(|c| c.name.clone())
         .collect()
 }
 

@@ -9,13 +9,8 @@ fn export_views_decide_tables_and_columns_on_postgres_and_sqlite() {
     let src = db.url();
     simulate(&w, &src, 2, 80, 91);
     // Views frozen at an older schema: interaction_fact without SUBJECT, resource_ as it is.
-    let cols: Vec<String> = gim_export::target::model(gim_export::db::Dialect::Postgres)
+    let cols: Vec<String> = sim_columns("interaction_fact")
         .into_iter()
-        .find(|t| t.name == "interaction_fact")
-        .unwrap()
-        .columns
-        .into_iter()
-        .map(|c| c.name)
         .filter(|c| c != "subject")
         .collect();
     exec_sql(

@@ -262,9 +262,44 @@ impl Target {
     pub async fn lock(&mut self) -> Result<()> {
         dispatch!(self, t => t.lock().await)
     }
-    /// Runs the target script and adds missing columns; returns what it added.
+    /// Creates the model's tables and adds its columns where the target lacks them (what the target
+    /// script does, statement by statement, in one transaction); returns what it changed. A target
+    /// that already has everything costs one catalog read.
     pub async fn ensure_schema(&self) -> Result<Vec<String>> {
-        dispatch!(self, t => t.ensure_schema().await)
+        let existing: BTreeMap<String, Table> = self
+            .tables()
+            .await?
+            .into_iter()
+            .map(|t| (t.lower_name(), t))
+            .collect();
+        let mut sql = Vec::new();
+        let mut changes = Vec::new();
+        for def in target::model(self.dialect()) {
+            match existing.get(&def.name) {
+                None => {
+                    sql.push(target::create_table_sql(&def));
+                    changes.push(format!("created table {}", def.name));
+                }
+                Some(have) => {
+                    for c in def
+                        .columns
+                        .iter()
+                        .filter(|c| have.column(&c.name).is_none())
+                    {
+                        sql.push(target::add_column_sql(&def.name, &c.name, &c.sql_type));
+                        changes.push(format!(
+                            "added column {}.{} {}",
+                            def.name, c.name, c.sql_type
+                        ));
+                    }
+                }
+            }
+        }
+        if !sql.is_empty() {
+            self.execute(&format!("BEGIN;\n{};\nCOMMIT;", sql.join(";\n")))
+                .await?;
+        }
+        Ok(changes)
     }
     pub async fn tables(&self) -> Result<Vec<Table>> {
         dispatch!(self, t => t.tables().await)
@@ -607,7 +642,7 @@ async fn plan_tables(
         if !existing.contains_key(&table) {
             let def = match (known, custom) {
                 (Some(def), _) => def.clone(),
-                (None, true) => target::custom_table_from_header(&table, &header, model, target.dialect()),
+                (None, true) => target::custom_table_from_header(&table, &header, target.dialect()),
                 (None, false) => {
                     return Err(refuse(
                         &table,
@@ -630,7 +665,7 @@ async fn plan_tables(
             }
             let sql_type = match (known.and_then(|k| k.column(c)), custom) {
                 (Some(def), _) => def.sql_type.clone(),
-                (None, true) => target::custom_table_from_header(&table, std::slice::from_ref(c), model, target.dialect())
+                (None, true) => target::custom_table_from_header(&table, std::slice::from_ref(c), target.dialect())
                     .columns[0]
                     .sql_type
                     .clone(),

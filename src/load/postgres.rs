@@ -15,7 +15,6 @@ use super::{
 };
 use crate::db::{self, DbError, DbUrl, Table};
 use crate::package::checkpoint;
-use crate::target;
 
 /// The advisory lock key every gim-export loader takes on its target.
 pub const LOAD_LOCK_KEY: i64 = 0x6769_6d2d_6c6f_6164; // "gim-load"
@@ -56,26 +55,6 @@ impl PgTarget {
             .await
             .map_err(|e| DbError::query(&self.url, "changing the target schema", e))?;
         Ok(())
-    }
-
-    pub async fn ensure_schema(&self) -> Result<Vec<String>> {
-        let before = self.tables().await?;
-        self.execute(target::POSTGRES_SCRIPT).await?;
-        let after = self.tables().await?;
-        let mut changes = Vec::new();
-        for t in &after {
-            match before.iter().find(|b| b.name == t.name) {
-                None => changes.push(format!("created table {}", t.name)),
-                Some(b) => {
-                    for c in &t.columns {
-                        if b.column(&c.name).is_none() {
-                            changes.push(format!("added column {}.{}", t.name, c.name));
-                        }
-                    }
-                }
-            }
-        }
-        Ok(changes)
     }
 
     pub async fn tables(&self) -> Result<Vec<Table>> {

@@ -15,7 +15,6 @@ use super::{
 };
 use crate::db::{self, DbError, DbUrl, Table};
 use crate::package::checkpoint;
-use crate::target;
 
 pub struct SqliteTarget {
     url: DbUrl,
@@ -70,37 +69,6 @@ impl SqliteTarget {
             .await
             .map_err(|e| DbError::query(&self.url, "changing the target schema", e))?;
         Ok(())
-    }
-
-    pub async fn ensure_schema(&self) -> Result<Vec<String>> {
-        let before = self.tables().await?;
-        self.execute(target::SQLITE_SCRIPT).await?;
-        let mut changes: Vec<String> = target::model(crate::db::Dialect::Sqlite)
-            .iter()
-            .filter(|t| !before.iter().any(|b| b.lower_name() == t.name))
-            .map(|t| format!("created table {}", t.name))
-            .collect();
-        // SQLite has no ADD COLUMN IF NOT EXISTS: compare with the catalog.
-        let now = self.tables().await?;
-        for def in target::model(crate::db::Dialect::Sqlite) {
-            let Some(table) = now.iter().find(|t| t.lower_name() == def.name) else {
-                continue;
-            };
-            for col in &def.columns {
-                if table.column(&col.name).is_none() {
-                    self.execute(&format!(
-                        "ALTER TABLE {} ADD COLUMN {} {}",
-                        def.name, col.name, col.sql_type
-                    ))
-                    .await?;
-                    changes.push(format!(
-                        "added column {}.{} {}",
-                        def.name, col.name, col.sql_type
-                    ));
-                }
-            }
-        }
-        Ok(changes)
     }
 
     pub async fn tables(&self) -> Result<Vec<Table>> {
