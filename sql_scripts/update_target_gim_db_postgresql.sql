@@ -189,8 +189,164 @@ ALTER TABLE date_time ADD COLUMN IF NOT EXISTS day_name varchar(16);
 ALTER TABLE date_time ADD COLUMN IF NOT EXISTS create_audit_key numeric(19);
 ALTER TABLE date_time ADD COLUMN IF NOT EXISTS update_audit_key numeric(19);
 
+-- GIDB_GC_ANNEX
+--   from https://docs.genesys.com/Documentation/PSAAS/latest/RPRT/Table-GIDB_GC_ANNEX
+CREATE TABLE IF NOT EXISTS gidb_gc_annex (
+    id                               integer NOT NULL,
+    cfgobjectid                      integer,
+    cfgobjecttype                    smallint,
+    sectionname                      varchar(255),
+    keyname                          varchar(255),
+    tenantid                         integer,
+    value                            varchar(255),
+    status                           smallint,
+    created                          timestamp,
+    deleted                          timestamp,
+    lastchange                       timestamp,
+    created_ts                       integer,
+    deleted_ts                       integer,
+    lastchange_ts                    integer,
+    gsys_domain                      integer,
+    gsys_sys_id                      integer,
+    gsys_ext_vch1                    varchar(255),
+    gsys_ext_vch2                    varchar(255),
+    gsys_ext_int1                    integer,
+    gsys_ext_int2                    integer,
+    data_source_key                  integer,
+    producer_batch_id                numeric(19),
+    create_audit_key                 numeric(19),
+    update_audit_key                 numeric(19),
+    PRIMARY KEY (id)
+);
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS cfgobjectid integer;
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS cfgobjecttype smallint;
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS sectionname varchar(255);
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS keyname varchar(255);
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS tenantid integer;
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS value varchar(255);
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS status smallint;
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS created timestamp;
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS deleted timestamp;
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS lastchange timestamp;
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS created_ts integer;
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS deleted_ts integer;
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS lastchange_ts integer;
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS gsys_domain integer;
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS gsys_sys_id integer;
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS gsys_ext_vch1 varchar(255);
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS gsys_ext_vch2 varchar(255);
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS gsys_ext_int1 integer;
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS gsys_ext_int2 integer;
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS data_source_key integer;
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS producer_batch_id numeric(19);
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS create_audit_key numeric(19);
+ALTER TABLE gidb_gc_annex ADD COLUMN IF NOT EXISTS update_audit_key numeric(19);
+
+-- GIDB_GC_GROUP
+--   from https://docs.genesys.com/Documentation/PSAAS/latest/RPRT/Table-GIDB_GC_GROUP
+CREATE TABLE IF NOT EXISTS gidb_gc_group (
+    id                               integer NOT NULL,
+    name                             varchar(255),
+    tenantid                         integer,
+    folderid                         integer,
+    type                             integer,
+    dngrouptype                      integer,
+    state                            integer,
+    script                           varchar(1024),
+    status                           integer,
+    created                          timestamp,
+    deleted                          timestamp,
+    lastchange                       timestamp,
+    created_ts                       integer,
+    deleted_ts                       integer,
+    lastchange_ts                    integer,
+    gsys_domain                      integer,
+    gsys_sys_id                      integer,
+    gsys_ext_vch1                    varchar(255),
+    gsys_ext_vch2                    varchar(255),
+    gsys_ext_int1                    integer,
+    gsys_ext_int2                    integer,
+    data_source_key                  integer,
+    producer_batch_id                numeric(19),
+    create_audit_key                 numeric(19),
+    update_audit_key                 numeric(19),
+    PRIMARY KEY (id)
+);
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS name varchar(255);
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS tenantid integer;
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS folderid integer;
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS type integer;
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS dngrouptype integer;
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS state integer;
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS script varchar(1024);
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS status integer;
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS created timestamp;
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS deleted timestamp;
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS lastchange timestamp;
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS created_ts integer;
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS deleted_ts integer;
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS lastchange_ts integer;
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS gsys_domain integer;
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS gsys_sys_id integer;
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS gsys_ext_vch1 varchar(255);
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS gsys_ext_vch2 varchar(255);
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS gsys_ext_int1 integer;
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS gsys_ext_int2 integer;
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS data_source_key integer;
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS producer_batch_id numeric(19);
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS create_audit_key numeric(19);
+ALTER TABLE gidb_gc_group ADD COLUMN IF NOT EXISTS update_audit_key numeric(19);
+
+-- GIDB_GC_TENANT
+--   from https://docs.genesys.com/Documentation/PSAAS/latest/RPRT/Table-GIDB_GC_TENANT
+CREATE TABLE IF NOT EXISTS gidb_gc_tenant (
+    id                               integer NOT NULL,
+    folderid                         integer,
+    name                             varchar(255),
+    state                            integer,
+    status                           integer,
+    created                          timestamp,
+    deleted                          timestamp,
+    lastchange                       timestamp,
+    created_ts                       integer,
+    deleted_ts                       integer,
+    lastchange_ts                    integer,
+    gsys_domain                      integer,
+    gsys_sys_id                      integer,
+    gsys_ext_vch1                    varchar(255),
+    gsys_ext_vch2                    varchar(255),
+    gsys_ext_int1                    integer,
+    gsys_ext_int2                    integer,
+    data_source_key                  integer,
+    producer_batch_id                numeric(19),
+    create_audit_key                 numeric(19),
+    update_audit_key                 numeric(19),
+    PRIMARY KEY (id)
+);
+ALTER TABLE gidb_gc_tenant ADD COLUMN IF NOT EXISTS folderid integer;
+ALTER TABLE gidb_gc_tenant ADD COLUMN IF NOT EXISTS name varchar(255);
+ALTER TABLE gidb_gc_tenant ADD COLUMN IF NOT EXISTS state integer;
+ALTER TABLE gidb_gc_tenant ADD COLUMN IF NOT EXISTS status integer;
+ALTER TABLE gidb_gc_tenant ADD COLUMN IF NOT EXISTS created timestamp;
+ALTER TABLE gidb_gc_tenant ADD COLUMN IF NOT EXISTS deleted timestamp;
+ALTER TABLE gidb_gc_tenant ADD COLUMN IF NOT EXISTS lastchange timestamp;
+ALTER TABLE gidb_gc_tenant ADD COLUMN IF NOT EXISTS created_ts integer;
+ALTER TABLE gidb_gc_tenant ADD COLUMN IF NOT EXISTS deleted_ts integer;
+ALTER TABLE gidb_gc_tenant ADD COLUMN IF NOT EXISTS lastchange_ts integer;
+ALTER TABLE gidb_gc_tenant ADD COLUMN IF NOT EXISTS gsys_domain integer;
+ALTER TABLE gidb_gc_tenant ADD COLUMN IF NOT EXISTS gsys_sys_id integer;
+ALTER TABLE gidb_gc_tenant ADD COLUMN IF NOT EXISTS gsys_ext_vch1 varchar(255);
+ALTER TABLE gidb_gc_tenant ADD COLUMN IF NOT EXISTS gsys_ext_vch2 varchar(255);
+ALTER TABLE gidb_gc_tenant ADD COLUMN IF NOT EXISTS gsys_ext_int1 integer;
+ALTER TABLE gidb_gc_tenant ADD COLUMN IF NOT EXISTS gsys_ext_int2 integer;
+ALTER TABLE gidb_gc_tenant ADD COLUMN IF NOT EXISTS data_source_key integer;
+ALTER TABLE gidb_gc_tenant ADD COLUMN IF NOT EXISTS producer_batch_id numeric(19);
+ALTER TABLE gidb_gc_tenant ADD COLUMN IF NOT EXISTS create_audit_key numeric(19);
+ALTER TABLE gidb_gc_tenant ADD COLUMN IF NOT EXISTS update_audit_key numeric(19);
+
 -- INTERACTION_DESCRIPTOR
 --   from https://docs.genesys.com/Documentation/GIM/8.5.0/PDMOra/Table-INTERACTION_DESCRIPTOR
+--   from https://docs.genesys.com/Documentation/PSAAS/latest/RPRT/Table-INTERACTION_DESCRIPTOR
 --   from gim-export simulate
 CREATE TABLE IF NOT EXISTS interaction_descriptor (
     interaction_descriptor_key       integer NOT NULL,
@@ -418,6 +574,47 @@ ALTER TABLE irf_user_data_gen_1 ADD COLUMN IF NOT EXISTS start_date_time_key int
 ALTER TABLE irf_user_data_gen_1 ADD COLUMN IF NOT EXISTS tenant_key integer;
 ALTER TABLE irf_user_data_gen_1 ADD COLUMN IF NOT EXISTS create_audit_key numeric(19);
 ALTER TABLE irf_user_data_gen_1 ADD COLUMN IF NOT EXISTS update_audit_key numeric(19);
+
+-- IXN_RESOURCE_STATE_FACT (Interaction Resource State); partitioned in a partitioned Info Mart
+--   from https://docs.genesys.com/Documentation/GIM/8.5.0/PDMPostgre/Table-IXN_RESOURCE_STATE_FACT
+CREATE TABLE IF NOT EXISTS ixn_resource_state_fact (
+    ixn_resource_state_fact_key      numeric(19) NOT NULL,
+    start_date_time_key              integer,
+    end_date_time_key                integer,
+    tenant_key                       integer,
+    media_type_key                   integer,
+    resource_key                     integer,
+    media_resource_key               integer,
+    place_key                        integer,
+    interaction_resource_state_key   integer,
+    interaction_type_key             integer,
+    create_audit_key                 numeric(19),
+    update_audit_key                 numeric(19),
+    interaction_resource_sdt_key     integer,
+    interaction_resource_id          numeric(19),
+    start_ts                         integer,
+    end_ts                           integer,
+    total_duration                   integer,
+    lead_clip_duration               integer,
+    PRIMARY KEY (ixn_resource_state_fact_key)
+);
+ALTER TABLE ixn_resource_state_fact ADD COLUMN IF NOT EXISTS start_date_time_key integer;
+ALTER TABLE ixn_resource_state_fact ADD COLUMN IF NOT EXISTS end_date_time_key integer;
+ALTER TABLE ixn_resource_state_fact ADD COLUMN IF NOT EXISTS tenant_key integer;
+ALTER TABLE ixn_resource_state_fact ADD COLUMN IF NOT EXISTS media_type_key integer;
+ALTER TABLE ixn_resource_state_fact ADD COLUMN IF NOT EXISTS resource_key integer;
+ALTER TABLE ixn_resource_state_fact ADD COLUMN IF NOT EXISTS media_resource_key integer;
+ALTER TABLE ixn_resource_state_fact ADD COLUMN IF NOT EXISTS place_key integer;
+ALTER TABLE ixn_resource_state_fact ADD COLUMN IF NOT EXISTS interaction_resource_state_key integer;
+ALTER TABLE ixn_resource_state_fact ADD COLUMN IF NOT EXISTS interaction_type_key integer;
+ALTER TABLE ixn_resource_state_fact ADD COLUMN IF NOT EXISTS create_audit_key numeric(19);
+ALTER TABLE ixn_resource_state_fact ADD COLUMN IF NOT EXISTS update_audit_key numeric(19);
+ALTER TABLE ixn_resource_state_fact ADD COLUMN IF NOT EXISTS interaction_resource_sdt_key integer;
+ALTER TABLE ixn_resource_state_fact ADD COLUMN IF NOT EXISTS interaction_resource_id numeric(19);
+ALTER TABLE ixn_resource_state_fact ADD COLUMN IF NOT EXISTS start_ts integer;
+ALTER TABLE ixn_resource_state_fact ADD COLUMN IF NOT EXISTS end_ts integer;
+ALTER TABLE ixn_resource_state_fact ADD COLUMN IF NOT EXISTS total_duration integer;
+ALTER TABLE ixn_resource_state_fact ADD COLUMN IF NOT EXISTS lead_clip_duration integer;
 
 -- LDR_FACT (Outbound Contact); partitioned in a partitioned Info Mart
 --   from https://enu.docs.genesys.com/Documentation:GIM:PDMPostgre:Table-LDR_FACT:8.5.0

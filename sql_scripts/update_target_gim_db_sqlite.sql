@@ -123,8 +123,97 @@ CREATE TABLE IF NOT EXISTS date_time (
     PRIMARY KEY (date_time_key)
 );
 
+-- GIDB_GC_ANNEX
+--   from https://docs.genesys.com/Documentation/PSAAS/latest/RPRT/Table-GIDB_GC_ANNEX
+CREATE TABLE IF NOT EXISTS gidb_gc_annex (
+    id                               INTEGER NOT NULL,
+    cfgobjectid                      INTEGER,
+    cfgobjecttype                    INTEGER,
+    sectionname                      VARCHAR(255),
+    keyname                          VARCHAR(255),
+    tenantid                         INTEGER,
+    value                            VARCHAR(255),
+    status                           INTEGER,
+    created                          TEXT,
+    deleted                          TEXT,
+    lastchange                       TEXT,
+    created_ts                       INTEGER,
+    deleted_ts                       INTEGER,
+    lastchange_ts                    INTEGER,
+    gsys_domain                      INTEGER,
+    gsys_sys_id                      INTEGER,
+    gsys_ext_vch1                    VARCHAR(255),
+    gsys_ext_vch2                    VARCHAR(255),
+    gsys_ext_int1                    INTEGER,
+    gsys_ext_int2                    INTEGER,
+    data_source_key                  INTEGER,
+    producer_batch_id                INTEGER,
+    create_audit_key                 INTEGER,
+    update_audit_key                 INTEGER,
+    PRIMARY KEY (id)
+);
+
+-- GIDB_GC_GROUP
+--   from https://docs.genesys.com/Documentation/PSAAS/latest/RPRT/Table-GIDB_GC_GROUP
+CREATE TABLE IF NOT EXISTS gidb_gc_group (
+    id                               INTEGER NOT NULL,
+    name                             VARCHAR(255),
+    tenantid                         INTEGER,
+    folderid                         INTEGER,
+    type                             INTEGER,
+    dngrouptype                      INTEGER,
+    state                            INTEGER,
+    script                           VARCHAR(1024),
+    status                           INTEGER,
+    created                          TEXT,
+    deleted                          TEXT,
+    lastchange                       TEXT,
+    created_ts                       INTEGER,
+    deleted_ts                       INTEGER,
+    lastchange_ts                    INTEGER,
+    gsys_domain                      INTEGER,
+    gsys_sys_id                      INTEGER,
+    gsys_ext_vch1                    VARCHAR(255),
+    gsys_ext_vch2                    VARCHAR(255),
+    gsys_ext_int1                    INTEGER,
+    gsys_ext_int2                    INTEGER,
+    data_source_key                  INTEGER,
+    producer_batch_id                INTEGER,
+    create_audit_key                 INTEGER,
+    update_audit_key                 INTEGER,
+    PRIMARY KEY (id)
+);
+
+-- GIDB_GC_TENANT
+--   from https://docs.genesys.com/Documentation/PSAAS/latest/RPRT/Table-GIDB_GC_TENANT
+CREATE TABLE IF NOT EXISTS gidb_gc_tenant (
+    id                               INTEGER NOT NULL,
+    folderid                         INTEGER,
+    name                             VARCHAR(255),
+    state                            INTEGER,
+    status                           INTEGER,
+    created                          TEXT,
+    deleted                          TEXT,
+    lastchange                       TEXT,
+    created_ts                       INTEGER,
+    deleted_ts                       INTEGER,
+    lastchange_ts                    INTEGER,
+    gsys_domain                      INTEGER,
+    gsys_sys_id                      INTEGER,
+    gsys_ext_vch1                    VARCHAR(255),
+    gsys_ext_vch2                    VARCHAR(255),
+    gsys_ext_int1                    INTEGER,
+    gsys_ext_int2                    INTEGER,
+    data_source_key                  INTEGER,
+    producer_batch_id                INTEGER,
+    create_audit_key                 INTEGER,
+    update_audit_key                 INTEGER,
+    PRIMARY KEY (id)
+);
+
 -- INTERACTION_DESCRIPTOR
 --   from https://docs.genesys.com/Documentation/GIM/8.5.0/PDMOra/Table-INTERACTION_DESCRIPTOR
+--   from https://docs.genesys.com/Documentation/PSAAS/latest/RPRT/Table-INTERACTION_DESCRIPTOR
 --   from gim-export simulate
 CREATE TABLE IF NOT EXISTS interaction_descriptor (
     interaction_descriptor_key       INTEGER NOT NULL,
@@ -263,6 +352,30 @@ CREATE TABLE IF NOT EXISTS irf_user_data_gen_1 (
     create_audit_key                 INTEGER,
     update_audit_key                 INTEGER,
     PRIMARY KEY (interaction_resource_id)
+);
+
+-- IXN_RESOURCE_STATE_FACT (Interaction Resource State); partitioned in a partitioned Info Mart
+--   from https://docs.genesys.com/Documentation/GIM/8.5.0/PDMPostgre/Table-IXN_RESOURCE_STATE_FACT
+CREATE TABLE IF NOT EXISTS ixn_resource_state_fact (
+    ixn_resource_state_fact_key      INTEGER NOT NULL,
+    start_date_time_key              INTEGER,
+    end_date_time_key                INTEGER,
+    tenant_key                       INTEGER,
+    media_type_key                   INTEGER,
+    resource_key                     INTEGER,
+    media_resource_key               INTEGER,
+    place_key                        INTEGER,
+    interaction_resource_state_key   INTEGER,
+    interaction_type_key             INTEGER,
+    create_audit_key                 INTEGER,
+    update_audit_key                 INTEGER,
+    interaction_resource_sdt_key     INTEGER,
+    interaction_resource_id          INTEGER,
+    start_ts                         INTEGER,
+    end_ts                           INTEGER,
+    total_duration                   INTEGER,
+    lead_clip_duration               INTEGER,
+    PRIMARY KEY (ixn_resource_state_fact_key)
 );
 
 -- LDR_FACT (Outbound Contact); partitioned in a partitioned Info Mart

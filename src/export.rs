@@ -207,6 +207,20 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
         .into_iter()
         .filter(|t| t.is_exportable() && config.tables.allows(&t.name))
         .collect();
+    // A table the role cannot read must stop the export: skipping it would move the chain past
+    // its rows.
+    let unreadable: Vec<String> = tables
+        .iter()
+        .filter(|t| !t.readable)
+        .map(|t| t.name.clone())
+        .collect();
+    if !unreadable.is_empty() {
+        return Err(crate::db::DbError::Unreadable {
+            url: config.source.to_string(),
+            tables: unreadable.join(", "),
+        }
+        .into());
+    }
 
     let lock = if config.dry_run {
         None
@@ -500,12 +514,20 @@ async fn export_window(
                 })
                 .collect();
             let transcoder = Transcoder::new(encoding, &lower, &header, &key);
+            let key_names: Vec<String> = table
+                .primary_key
+                .iter()
+                .map(|k| k.to_ascii_lowercase())
+                .collect();
             let bar = crate::logging::progress_enabled().then(|| table_bar(&lower));
             let writer = tokio::task::spawn_blocking(move || {
                 let r = package::write_table_part(
                     rx,
-                    &lower,
-                    &header,
+                    package::PartShape {
+                        table: &lower,
+                        header: &header,
+                        key: &key_names,
+                    },
                     &part_path,
                     style,
                     transcoder,

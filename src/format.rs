@@ -86,6 +86,22 @@ pub fn csv_file_name(table: &str) -> String {
     format!("{}.csv", table.to_ascii_lowercase())
 }
 
+/// The table a zip entry holds, lower case, when the entry is a CSV (`<table>.csv`, matched in any
+/// case: an Oracle or SQL Server Info Mart may name its tables in upper case).
+pub fn csv_table_of(entry: &str) -> Option<String> {
+    let n = entry.len();
+    (n > 4 && entry.is_char_boundary(n - 4) && entry[n - 4..].eq_ignore_ascii_case(".csv"))
+        .then(|| entry[..n - 4].to_ascii_lowercase())
+}
+
+/// The CSV entry a checksum entry (`<table>.csv.sha1`, any case) belongs to.
+pub fn sha1_target_of(entry: &str) -> Option<&str> {
+    let n = entry.len();
+    (n > 5 && entry.is_char_boundary(n - 5) && entry[n - 5..].eq_ignore_ascii_case(".sha1"))
+        .then(|| &entry[..n - 5])
+        .filter(|csv| csv_table_of(csv).is_some())
+}
+
 /// A zip entry name the receiver may extract: a plain file name, no directories, no tricks.
 pub fn is_safe_entry_name(name: &str) -> bool {
     !name.is_empty()
@@ -265,6 +281,9 @@ pub struct TableSummary {
     pub rows: u64,
     pub bytes: u64,
     pub sha1: String,
+    /// The source's primary key (lower case, key order), written as `key="a,b"`; empty when the
+    /// source table has none or the folder did not say (older folders, other writers).
+    pub key: Vec<String>,
 }
 
 /// `export_XXX.extracted.xml`.
@@ -404,6 +423,9 @@ impl ExportMetadata {
             e.push_attribute(("rows", t.rows.to_string().as_str()));
             e.push_attribute(("bytes", t.bytes.to_string().as_str()));
             e.push_attribute(("sha1", t.sha1.as_str()));
+            if !t.key.is_empty() {
+                e.push_attribute(("key", t.key.join(",").as_str()));
+            }
             let _ = w.write_event(Event::Empty(e));
         }
         let _ = w.write_event(Event::End(BytesEnd::new("tables")));
@@ -518,6 +540,15 @@ impl ExportMetadata {
                         rows: num("rows").map_err(err)?,
                         bytes: num("bytes").map_err(err)?,
                         sha1: get("sha1").map_err(err)?,
+                        key: m
+                            .get("key")
+                            .map(|k| {
+                                k.split(',')
+                                    .map(|c| c.trim().to_ascii_lowercase())
+                                    .filter(|c| !c.is_empty())
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
                     });
                 }
                 _ => {}
@@ -625,6 +656,7 @@ mod tests {
                 rows: 3,
                 bytes: 120,
                 sha1: "da39a3ee5e6b4b0d3255bfef95601890afd80709".into(),
+                key: vec!["interaction_id".into()],
             }],
         }
     }

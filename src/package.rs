@@ -126,18 +126,26 @@ impl<W: Write> Write for FixedBlocks<W> {
     }
 }
 
+/// What a table part is of: the table's name, CSV header and primary key (lower case).
+#[derive(Clone, Copy, Debug)]
+pub struct PartShape<'a> {
+    pub table: &'a str,
+    pub header: &'a [String],
+    pub key: &'a [String],
+}
+
 /// Receives a table's CSV chunks and writes them, header first, into a one-entry zip at `part_path`,
 /// hashing as the bytes pass. Blocking: run it on its own thread. Returns `None` for a table with
 /// no rows (the part file is removed).
 pub fn write_table_part(
     mut chunks: mpsc::Receiver<Bytes>,
-    table: &str,
-    header: &[String],
+    shape: PartShape<'_>,
     part_path: &Path,
     style: ZipStyle,
     mut transcoder: Option<Transcoder>,
     progress: Option<indicatif::ProgressBar>,
 ) -> io::Result<Option<TablePart>> {
+    let PartShape { table, header, key } = shape;
     let file_name = format::csv_file_name(table);
     let file = File::create(part_path).map_err(|e| with_path(e, part_path))?;
     let mut zip = ZipWriter::new(BufWriter::with_capacity(256 * 1024, file));
@@ -179,6 +187,7 @@ pub fn write_table_part(
             rows,
             bytes,
             sha1,
+            key: key.to_vec(),
         },
         part_path: part_path.to_path_buf(),
         replaced: transcoder.map_or(0, |t| t.replaced),

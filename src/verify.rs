@@ -181,6 +181,7 @@ fn check_zip(zip_path: &Path, name: &ExportName, depth: Depth, check: &mut Folde
     // CSV name -> its SHA-1 (None when the contents were not read).
     let mut csv_sha: BTreeMap<String, Option<String>> = BTreeMap::new();
     let mut sha_files: BTreeMap<String, String> = BTreeMap::new();
+    let mut tables_seen: BTreeMap<String, String> = BTreeMap::new();
     for i in 0..archive.len() {
         let mut entry = match archive.by_index(i) {
             Ok(e) => e,
@@ -202,7 +203,7 @@ fn check_zip(zip_path: &Path, name: &ExportName, depth: Depth, check: &mut Folde
             ));
             continue;
         }
-        if let Some(csv) = entry_name.strip_suffix(".sha1") {
+        if let Some(csv) = format::sha1_target_of(&entry_name) {
             let mut text = String::new();
             if let Err(e) = entry.read_to_string(&mut text) {
                 check
@@ -219,9 +220,17 @@ fn check_zip(zip_path: &Path, name: &ExportName, depth: Depth, check: &mut Folde
                     .push(format!("{zip_name}: {entry_name} names {file}, not {csv}")),
                 Err(e) => check.problems.push(format!("{zip_name}: {e}")),
             }
-        } else if entry_name.ends_with(".csv") && depth == Depth::Structure {
-            csv_sha.insert(entry_name, None);
-        } else if entry_name.ends_with(".csv") {
+        } else if let Some(table) = format::csv_table_of(&entry_name) {
+            // Names are matched in any case: two entries for one table cannot both load.
+            if let Some(other) = tables_seen.insert(table.clone(), entry_name.clone()) {
+                check.problems.push(format!(
+                    "{zip_name}: entries {other:?} and {entry_name:?} both hold table {table}"
+                ));
+            }
+            if depth == Depth::Structure {
+                csv_sha.insert(entry_name, None);
+                continue;
+            }
             // Hash the bytes as stored; count records in the text they encode.
             let mut raw = format::HashingReader::new(&mut entry);
             let mut counter = format::CsvRecordCounter::default();
@@ -241,7 +250,6 @@ fn check_zip(zip_path: &Path, name: &ExportName, depth: Depth, check: &mut Folde
                     .problems
                     .push(format!("{zip_name}: {entry_name} has no header line"));
             }
-            let table = entry_name.trim_end_matches(".csv").to_string();
             check
                 .rows
                 .insert(table, counter.records().saturating_sub(1));

@@ -19,5 +19,6 @@ mod load_refusals;
 mod ops;
 mod out_of_order;
 mod property;
+mod real_infomart;
 mod sqlite_vs_postgres;
 mod views;

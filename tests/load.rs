@@ -1,57 +1,7 @@
 //! The loader end to end: every exported source row arrives whole, on every pair of backends; loading
 //! twice changes nothing; new exports apply alone; duplicates merge; an older target is migrated.
 
-use std::collections::BTreeMap;
-
 use crate::harness::*;
-
-/// Asserts that the target holds exactly the source rows created or updated by exported keys, every
-/// column equal (NULL and empty text alike: the format cannot tell them apart).
-fn assert_target_matches_source(source: &str, target: &str, out: &std::path::Path) {
-    let keys = exported_keys(out);
-    let src_columns = |t: &str| -> (usize, Option<usize>) {
-        let def = sim_table(t).unwrap();
-        let c = def
-            .columns
-            .iter()
-            .position(|c| c.name == "create_audit_key")
-            .unwrap();
-        let u = def
-            .columns
-            .iter()
-            .position(|c| c.name == "update_audit_key");
-        (c, u)
-    };
-    let mut checked = 0;
-    for table in gim_tables() {
-        let (c, u) = src_columns(&table);
-        let expected: BTreeMap<String, Vec<String>> = dump_table(source, &table)
-            .into_iter()
-            .filter(|r| {
-                keys.contains(r[c].parse().unwrap())
-                    || u.is_some_and(|u| keys.contains(r[u].parse().unwrap()))
-            })
-            .map(|r| (r[0].clone(), r))
-            .collect();
-        let actual: BTreeMap<String, Vec<String>> = dump_table(target, &table)
-            .into_iter()
-            .map(|r| (r[0].clone(), r))
-            .collect();
-        assert_eq!(expected.len(), actual.len(), "{table}: row count");
-        for (pk, row) in &expected {
-            let got = actual
-                .get(pk)
-                .unwrap_or_else(|| panic!("{table}: row {pk} missing"));
-            // A row whose newest change is not exported yet may hold an older version.
-            let newest = u.map(|u| &row[u]).unwrap_or(&row[c]);
-            if keys.contains(newest.parse().unwrap()) {
-                assert_eq!(got, row, "{table}: row {pk}");
-            }
-            checked += 1;
-        }
-    }
-    assert!(checked > 100, "only {checked} rows compared");
-}
 
 fn round_trip(tag: &str, source_pg: bool, target_pg: bool) {
     let w = Workdir::new(tag);
@@ -221,7 +171,9 @@ fn an_older_target_is_migrated_then_loaded() {
         "{text}"
     );
     assert!(
-        text.contains("migrated created table mediation_segment_fact"),
+        text.lines().any(|l| l.starts_with("migrated created ")
+            && l.contains(" mediation_segment_fact,")
+            && !l.contains(" interaction_fact,")),
         "{text}"
     );
     assert_target_matches_source(&src, &pg.url(), &w.join("out"));

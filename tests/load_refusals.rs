@@ -41,13 +41,15 @@ fn setup(tag: &str) -> Setup {
 /// Loads `out` into a fresh target: it must refuse with a message holding every `needles`, after
 /// applying the first folder only.
 fn assert_refused(s: &Setup, needles: &[&str]) {
+    assert_refused_with(s, &[], needles)
+}
+
+/// [`assert_refused`] with more flags for `load`.
+fn assert_refused_with(s: &Setup, flags: &[&str], needles: &[&str]) {
     let target = s.w.sqlite_url(&format!("t{}.db", rand_suffix()));
-    let o = s.w.run_code(
-        &mut s
-            .w
-            .command(&["load", "--input", "out", "--target", &target]),
-        REFUSED,
-    );
+    let mut args = vec!["load", "--input", "out", "--target", &target];
+    args.extend_from_slice(flags);
+    let o = s.w.run_code(&mut s.w.command(&args), REFUSED);
     let err = stderr(&o);
     for n in needles {
         assert!(err.contains(n), "expected {n:?} in: {err}");
@@ -145,7 +147,7 @@ fn zip_entries_with_paths() {
 }
 
 #[test]
-fn unknown_column_that_cannot_be_added() {
+fn unknown_column_under_schema_changes_freeze() {
     let s = setup("refuse-column");
     tamper::rewrite_entry(&second(&s), "interaction_fact.csv", |csv| {
         let text = String::from_utf8(csv.to_vec()).unwrap();
@@ -156,13 +158,14 @@ fn unknown_column_that_cannot_be_added() {
         }
         out.into_bytes()
     });
-    assert_refused(
+    assert_refused_with(
         &s,
+        &["--schema-changes", "freeze"],
         &[
             &s.folders[1],
             "interaction_fact.csv",
             "no_such_column",
-            "does not exist",
+            "is not in the target or the GIM model",
         ],
     );
 }

@@ -30,6 +30,21 @@ pub struct Args {
     /// removed the oldest folders).
     #[arg(long, value_name = "FOLDER")]
     pub from: Option<String>,
+    /// What a folder may change in the target's schema beyond the GIM model. `evolve` (default):
+    /// create a table the model does not know (its CSV must have create_audit_key; primary key
+    /// from the folder's extracted.xml, else <table>_key, <table>_id, id, else the first column),
+    /// add a column the model does not know, typed from the folder's values (integer, bigint,
+    /// numeric, else text; text while a column holds no value), and widen such a column when a
+    /// later folder needs it (never narrow). `freeze`: refuse such a folder, naming table and
+    /// column. Either way, what the GIM model describes is created, and every change runs in the
+    /// folder's transaction, is printed, logged and recorded in its ledger row.
+    #[arg(
+        long,
+        value_name = "POLICY",
+        env = "GIM_EXPORT_SCHEMA_CHANGES",
+        default_value = "evolve"
+    )]
+    pub schema_changes: crate::load::SchemaPolicy,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
@@ -37,12 +52,33 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         input: args.input.clone(),
         target: parse_url("--target", &args.target)?,
         from_folder: args.from.clone(),
+        schema_changes: args.schema_changes,
     };
     let report = load::run(&config).await?;
-    for m in &report.migrations {
+    // The model's tables on one line (a new target gets them all); each added column on its own.
+    let created: Vec<&str> = report
+        .migrations
+        .iter()
+        .filter_map(|m| m.strip_prefix("created table "))
+        .collect();
+    if !created.is_empty() {
+        println!(
+            "migrated created {} table(s) of the GIM model: {}",
+            created.len(),
+            created.join(", ")
+        );
+    }
+    for m in report
+        .migrations
+        .iter()
+        .filter(|m| !m.starts_with("created table "))
+    {
         println!("migrated {m}");
     }
     for a in &report.applied {
+        for c in &a.schema_changes {
+            println!("schema change in {}: {c}", a.folder);
+        }
         let removed: u64 = a.removed.values().sum();
         println!(
             "applied {} tables={} rows={}{}",

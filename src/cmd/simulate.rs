@@ -33,15 +33,29 @@ pub struct Args {
     /// First simulated day (YYYY-MM-DD, UTC) of an empty database.
     #[arg(long, default_value = "2024-01-01")]
     pub start_date: String,
+    /// PostgreSQL only: create the fact tables as a partitioned Info Mart has them (range partitions
+    /// by day of START_DATE_TIME_KEY for the interaction, resource, mediation and user-data facts;
+    /// inheritance children `<table>_hist` holding the older agent sessions and states). Applies
+    /// when the schema is first created.
+    #[arg(long)]
+    pub partitioned: bool,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
+    let target = parse_url("--source", &args.source)?;
+    if args.partitioned && target.dialect() != crate::db::Dialect::Postgres {
+        return Err(super::ConfigError(format!(
+            "--partitioned applies to PostgreSQL sources only, not {target}"
+        ))
+        .into());
+    }
     let config = SimConfig {
-        target: parse_url("--source", &args.source)?,
+        target,
         days: args.days,
         seed: args.seed,
         interactions_per_day: args.interactions_per_day,
         start_ts: parse_date("--start-date", &args.start_date)?,
+        partitioned: args.partitioned,
     };
     let started = std::time::Instant::now();
     let report = simulate::run(&config).await?;

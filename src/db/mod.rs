@@ -138,6 +138,8 @@ pub enum DbError {
     },
     #[error("{url} has no CTL_AUDIT_LOG table: is this a Genesys Info Mart database?")]
     NoAuditLog { url: String },
+    #[error("{url}: the exporter's role may not SELECT from {tables}: grant it (GRANT SELECT ON ... TO ...) or leave the tables out with --exclude; nothing was exported")]
+    Unreadable { url: String, tables: String },
 }
 
 impl DbError {
@@ -209,6 +211,8 @@ pub struct Column {
     /// The name as the catalog spells it.
     pub name: String,
     pub kind: ColumnKind,
+    /// The declared type as the catalog gives it (`numeric(19,0)`, `VARCHAR(255)`, ...).
+    pub sql_type: String,
 }
 
 /// A table as the catalog describes it.
@@ -222,6 +226,8 @@ pub struct Table {
     /// What rows are read from when not the table itself: an export view (quoted, maybe
     /// schema-qualified).
     pub read_from: Option<String>,
+    /// The connected role may `SELECT` from it (PostgreSQL's catalog lists tables it may not).
+    pub readable: bool,
 }
 
 /// `--use-export-views`: read each table through a view named prefix + table name, in `schema` or
@@ -396,6 +402,7 @@ impl Source {
                 name: t.name.clone(),
                 columns: v.columns.clone(),
                 primary_key: t.primary_key.clone(),
+                readable: v.readable,
                 read_from: Some(match &views.schema {
                     Some(schema) => format!("{}.{}", quote_ident(schema), quote_ident(&v.name)),
                     None => quote_ident(&v.name),
@@ -492,19 +499,23 @@ mod tests {
     fn predicate_covers_both_audit_keys() {
         let t = Table {
             read_from: None,
+            readable: true,
             name: "T".into(),
             columns: vec![
                 Column {
                     name: "ID".into(),
                     kind: ColumnKind::Integer,
+                    sql_type: "integer".into(),
                 },
                 Column {
                     name: "CREATE_AUDIT_KEY".into(),
                     kind: ColumnKind::Integer,
+                    sql_type: "integer".into(),
                 },
                 Column {
                     name: "UPDATE_AUDIT_KEY".into(),
                     kind: ColumnKind::Integer,
+                    sql_type: "integer".into(),
                 },
             ],
             primary_key: vec!["ID".into()],

@@ -195,13 +195,21 @@ impl PgSource {
     }
 }
 
-/// Every base table of the current schema with its columns and primary key.
+/// Every table of the current schema with its columns and primary key: one per logical table (see
+/// [`read_relations`]).
 pub async fn read_tables(pool: &PgPool, url: &DbUrl) -> Result<Vec<Table>, DbError> {
     read_relations(pool, url, "BASE TABLE", None).await
 }
 
 /// Every relation of `table_type` (`BASE TABLE`, `VIEW`) in `schema` (default: the current one) with
-/// its columns and primary key (none for a view).
+/// its columns and primary key (none for a view), from `pg_catalog` (which, unlike
+/// `information_schema`, also lists the tables this role may not read: those are refused by name,
+/// never skipped).
+///
+/// A partitioned table is one table: its partitions (`relispartition`) are not listed, and neither is
+/// an inheritance child of a table that has `CREATE_AUDIT_KEY`, because reading the parent (without
+/// `ONLY`) already returns the rows of every child. Its primary key includes the partition column,
+/// as PostgreSQL requires.
 pub async fn read_relations(
     pool: &PgPool,
     url: &DbUrl,
@@ -209,54 +217,79 @@ pub async fn read_relations(
     schema: Option<&str>,
 ) -> Result<Vec<Table>, DbError> {
     let err = |e| DbError::query(url, "reading the catalog", e);
+    let kinds: Vec<String> = match table_type {
+        "VIEW" => vec!["v".into(), "m".into()],
+        _ => vec!["r".into(), "p".into()],
+    };
     let cols = sqlx::query(
-        "SELECT c.table_name::text, c.column_name::text, c.data_type::text \
-         FROM information_schema.columns c \
-         JOIN information_schema.tables t \
-           ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
-         WHERE c.table_schema = COALESCE($2, current_schema()) AND t.table_type = $1 \
-         ORDER BY c.table_name, c.ordinal_position",
+        "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod)::text, \
+                t.typname::text, has_table_privilege(c.oid, 'SELECT') \
+         FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+         JOIN pg_type t ON t.oid = a.atttypid \
+         WHERE n.nspname = COALESCE($2, current_schema()) \
+           AND c.relkind::text = ANY($1) \
+           AND NOT c.relispartition \
+           AND NOT EXISTS ( \
+               SELECT 1 FROM pg_inherits i \
+               JOIN pg_attribute pa ON pa.attrelid = i.inhparent AND NOT pa.attisdropped \
+                AND lower(pa.attname) = 'create_audit_key' \
+               WHERE i.inhrelid = c.oid) \
+         ORDER BY c.relname, a.attnum",
     )
-    .bind(table_type)
+    .bind(&kinds)
     .bind(schema)
     .fetch_all(pool)
     .await
     .map_err(err)?;
     let pks = sqlx::query(
-        "SELECT tc.table_name::text, kcu.column_name::text \
-         FROM information_schema.table_constraints tc \
-         JOIN information_schema.key_column_usage kcu \
-           ON kcu.constraint_schema = tc.constraint_schema AND kcu.constraint_name = tc.constraint_name \
-          AND kcu.table_name = tc.table_name \
-         WHERE tc.constraint_type = 'PRIMARY KEY' AND tc.table_schema = current_schema() \
-         ORDER BY tc.table_name, kcu.ordinal_position",
+        "SELECT c.relname::text, a.attname::text \
+         FROM pg_constraint k \
+         JOIN pg_class c ON c.oid = k.conrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         CROSS JOIN LATERAL unnest(k.conkey) WITH ORDINALITY AS u(attnum, ord) \
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = u.attnum \
+         WHERE k.contype = 'p' AND n.nspname = current_schema() AND NOT c.relispartition \
+         ORDER BY c.relname, u.ord",
     )
     .fetch_all(pool)
     .await
     .map_err(err)?;
     let mut tables: Vec<Table> = Vec::new();
+    let mut unreadable: Vec<String> = Vec::new();
     for r in &cols {
         let table: String = r.try_get(0).map_err(err)?;
         let name: String = r.try_get(1).map_err(err)?;
-        let data_type: String = r.try_get(2).map_err(err)?;
+        let sql_type: String = r.try_get(2).map_err(err)?;
+        let type_name: String = r.try_get(3).map_err(err)?;
+        let readable: bool = r.try_get(4).map_err(err)?;
         if tables.last().map(|t| t.name != table).unwrap_or(true) {
+            if !readable {
+                unreadable.push(table.clone());
+            }
             tables.push(Table {
                 name: table,
                 columns: Vec::new(),
                 primary_key: Vec::new(),
                 read_from: None,
+                readable,
             });
         }
-        let kind = match data_type.as_str() {
-            "smallint" | "integer" | "bigint" => ColumnKind::Integer,
-            "character varying" | "character" | "text" => ColumnKind::Text,
+        let kind = match type_name.as_str() {
+            "int2" | "int4" | "int8" => ColumnKind::Integer,
+            "varchar" | "bpchar" | "text" => ColumnKind::Text,
             _ => ColumnKind::Other,
         };
         tables
             .last_mut()
             .expect("pushed above")
             .columns
-            .push(Column { name, kind });
+            .push(Column {
+                name,
+                kind,
+                sql_type,
+            });
     }
     for r in &pks {
         let table: String = r.try_get(0).map_err(err)?;

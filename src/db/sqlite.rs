@@ -226,6 +226,7 @@ pub async fn read_relations(
             columns.push(Column {
                 name: col,
                 kind: kind_of(&decl),
+                sql_type: decl,
             });
         }
         pk.sort();
@@ -234,6 +235,7 @@ pub async fn read_relations(
             columns,
             primary_key: pk.into_iter().map(|(_, c)| c).collect(),
             read_from: None,
+            readable: true,
         });
     }
     Ok(tables)

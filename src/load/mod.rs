@@ -4,20 +4,23 @@
 //! applies one twice (the ledger says what is applied), and never applies one it cannot prove whole and
 //! next in the chain (the verifier's checks and the hwm chain, before anything is written).
 
+pub mod plan;
 pub mod postgres;
 pub mod sqlite;
+
+pub use plan::{SchemaPolicy, TablePlan};
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use tracing::{info, warn};
 
 use crate::audit::HighWaterMark;
-use crate::db::{DbUrl, Dialect, Table};
+use crate::db::{quote_ident, DbUrl, Dialect, Table};
 use crate::format::{ExportName, HashingReader};
-use crate::target::{self, TableDef};
+use crate::target;
 use crate::verify;
 
 /// A validated load configuration.
@@ -27,6 +30,8 @@ pub struct LoadConfig {
     pub target: DbUrl,
     /// For an empty target: start from this folder instead of the first one found.
     pub from_folder: Option<String>,
+    /// What the loader may change in the target's schema beyond the GIM model.
+    pub schema_changes: SchemaPolicy,
 }
 
 /// One applied export.
@@ -36,6 +41,8 @@ pub struct Applied {
     pub rows: BTreeMap<String, u64>,
     /// Rows removed by a full resync.
     pub removed: Removed,
+    /// Schema changes this folder needed (tables created, columns added or widened).
+    pub schema_changes: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -94,13 +101,27 @@ pub const LEDGER_SELECT: &str =
 /// Records an applied export (replacing the row of an earlier export of the same name, which a
 /// restarted chain supersedes). Placeholders `?`; PostgreSQL's backend renumbers them.
 pub const LEDGER_UPSERT: &str = "INSERT INTO gim_export_ledger (folder, hwm_from_audit_key, hwm_from_created_ts, \
-     hwm_to_audit_key, hwm_to_created_ts, max_data_ts, row_counts, loaded_at, zip_sha1, chain_generation, apply_seq) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, NOW_TS, ?, ?, (SELECT COALESCE(MAX(apply_seq), 0) + 1 FROM gim_export_ledger)) \
+     hwm_to_audit_key, hwm_to_created_ts, max_data_ts, row_counts, loaded_at, zip_sha1, chain_generation, apply_seq, \
+     schema_changes) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, NOW_TS, ?, ?, (SELECT COALESCE(MAX(apply_seq), 0) + 1 FROM gim_export_ledger), ?) \
      ON CONFLICT (folder) DO UPDATE SET hwm_from_audit_key = excluded.hwm_from_audit_key, \
      hwm_from_created_ts = excluded.hwm_from_created_ts, hwm_to_audit_key = excluded.hwm_to_audit_key, \
      hwm_to_created_ts = excluded.hwm_to_created_ts, max_data_ts = excluded.max_data_ts, \
      row_counts = excluded.row_counts, loaded_at = excluded.loaded_at, zip_sha1 = excluded.zip_sha1, \
-     chain_generation = excluded.chain_generation, apply_seq = excluded.apply_seq";
+     chain_generation = excluded.chain_generation, apply_seq = excluded.apply_seq, \
+     schema_changes = excluded.schema_changes";
+
+/// Records a table or column the loader created, added or widened (placeholders `?`).
+pub const CATALOG_UPSERT: &str =
+    "INSERT INTO gim_export_catalog (table_name, column_name, sql_type, origin, folder) \
+     VALUES (?, ?, ?, ?, ?) ON CONFLICT (table_name, column_name) DO UPDATE SET \
+     sql_type = excluded.sql_type, origin = excluded.origin, folder = excluded.folder";
+
+/// The ledger's `schema_changes` value for a folder: the changes as a JSON list, or NULL.
+pub fn schema_changes_json(schema: &plan::FolderPlan) -> Option<String> {
+    (!schema.changes.is_empty())
+        .then(|| serde_json::to_string(&schema.changes).expect("strings serialize"))
+}
 
 /// The load stopped before applying a folder; nothing of it (or of any later folder) was written.
 #[derive(Debug, thiserror::Error)]
@@ -144,34 +165,20 @@ pub enum LoadRefused {
 #[error("another gim-export load is running on {0}")]
 pub struct TargetLocked(pub String);
 
-/// What the backend needs to apply one table of an export.
-#[derive(Clone, Debug)]
-pub struct TablePlan {
-    pub table: String,
-    /// The CSV's columns, in file order (validated identifiers).
-    pub columns: Vec<String>,
-    pub primary_key: Vec<String>,
-    /// The column that orders duplicates of one key (greatest wins): update, else create audit key.
-    pub version_column: Option<String>,
-    pub expected_sha1: String,
-    /// A full resync: after the merge, delete the target rows whose key is not in the CSV.
-    pub remove_missing: bool,
-}
-
 /// Rows a full resync removed, by table.
 pub type Removed = BTreeMap<String, u64>;
 
 /// The statement that removes the rows of `plan.table` whose key is not among the staged rows.
 pub fn remove_missing_sql(plan: &TablePlan, stage: &str) -> String {
+    let t = quote_ident(&plan.table);
     let on: Vec<String> = plan
         .primary_key
         .iter()
-        .map(|k| format!("gx.{k} = {t}.{k}", t = plan.table))
+        .map(|k| format!("gx.{k} = {t}.{k}", k = quote_ident(k)))
         .collect();
     format!(
         "DELETE FROM {t} WHERE NOT EXISTS (SELECT 1 FROM {stage} gx WHERE {})",
-        on.join(" AND "),
-        t = plan.table
+        on.join(" AND ")
     )
 }
 
@@ -179,18 +186,21 @@ pub fn remove_missing_sql(plan: &TablePlan, stage: &str) -> String {
 /// the last in the file), inserted or updated by primary key. Without `dedupe` the staged rows go in as
 /// they are (faster; PostgreSQL rejects it when a key appears twice). `row_order` is the column that
 /// follows the file's order in the freshly filled stage table (`ctid` on PostgreSQL, `rowid` on SQLite).
+/// Every name is quoted, so a column called `order` is a column.
 pub fn merge_sql(plan: &TablePlan, stage: &str, dedupe: bool, row_order: &str) -> String {
-    let cols = plan.columns.join(", ");
-    let pk = plan.primary_key.join(", ");
+    let q: Vec<String> = plan.columns.iter().map(|c| quote_ident(c)).collect();
+    let cols = q.join(", ");
+    let pk: Vec<String> = plan.primary_key.iter().map(|c| quote_ident(c)).collect();
+    let pk = pk.join(", ");
     let order = match &plan.version_column {
-        Some(v) => format!("{v} DESC, {row_order} DESC"),
+        Some(v) => format!("{} DESC, {row_order} DESC", quote_ident(v)),
         None => format!("{row_order} DESC"),
     };
     let updates: Vec<String> = plan
         .columns
         .iter()
         .filter(|c| !plan.primary_key.contains(c))
-        .map(|c| format!("{c} = excluded.{c}"))
+        .map(|c| format!("{c} = excluded.{c}", c = quote_ident(c)))
         .collect();
     let action = if updates.is_empty() {
         "DO NOTHING".to_string()
@@ -205,8 +215,14 @@ pub fn merge_sql(plan: &TablePlan, stage: &str, dedupe: bool, row_order: &str) -
     };
     format!(
         "INSERT INTO {t} ({cols}) SELECT {cols} FROM {source} ON CONFLICT ({pk}) {action}",
-        t = plan.table
+        t = quote_ident(&plan.table)
     )
+}
+
+/// The stage table for `plan`: the target table's columns that the CSV has, in file order, no rows.
+pub fn stage_columns(plan: &TablePlan) -> String {
+    let q: Vec<String> = plan.columns.iter().map(|c| quote_ident(c)).collect();
+    q.join(", ")
 }
 
 /// Export folders in `input` (one folder, or a directory of them), in name order.
@@ -311,15 +327,18 @@ impl Target {
         dispatch!(self, t => t.execute(sql).await)
     }
     /// Applies one export in one transaction, its ledger row included; returns the rows read per table.
+    /// `schema` holds the folder's schema changes (run first, in the same transaction) and the
+    /// catalog rows that record them; `plans` the tables to load.
     pub async fn apply(
         &self,
         zip_path: &Path,
+        schema: &plan::FolderPlan,
         plans: &[TablePlan],
         clear: &[String],
         ledger: &LedgerEntry,
         encoding: &'static encoding_rs::Encoding,
     ) -> Result<(BTreeMap<String, u64>, Removed)> {
-        dispatch!(self, t => t.apply(zip_path, plans, clear, ledger, encoding).await)
+        dispatch!(self, t => t.apply(zip_path, schema, plans, clear, ledger, encoding).await)
     }
     pub async fn close(self) {
         dispatch!(self, t => t.close().await)
@@ -338,7 +357,6 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
     for m in &report.migrations {
         info!(migration = %m, "target schema migrated");
     }
-    let model = target::model(target.dialect());
     let ledger = target.ledger().await?;
     let mut last: Option<LedgerEntry> = ledger.last().cloned();
     if let (Some(_), Some(l)) = (&config.from_folder, &last) {
@@ -423,8 +441,16 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
             .restart
             .filter(|r| r.kind == crate::format::RestartKind::Full)
             .and(meta.full_tables.as_ref());
-        let mut plans =
-            plan_tables(&target, &zip_path, &name, &model, encoding, &mut report).await?;
+        let folder_plan = plan_folder_load(
+            &target,
+            &zip_path,
+            &name,
+            &meta,
+            encoding,
+            config.schema_changes,
+        )
+        .await?;
+        let mut plans = folder_plan.tables.clone();
         for p in &mut plans {
             p.remove_missing = full.is_some_and(|f| f.contains(&p.table));
         }
@@ -463,8 +489,11 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
             );
         }
         let started = std::time::Instant::now();
+        for c in &folder_plan.changes {
+            info!(folder = %name, change = %c, "target schema changed");
+        }
         let (rows, removed) = match target
-            .apply(&zip_path, &plans, &clear, &entry, encoding)
+            .apply(&zip_path, &folder_plan, &plans, &clear, &entry, encoding)
             .await
         {
             Ok(r) => r,
@@ -484,6 +513,7 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
             folder: name.clone(),
             rows,
             removed,
+            schema_changes: folder_plan.changes.clone(),
         });
         last = Some(entry);
     }
@@ -593,170 +623,137 @@ fn next_folder(candidates: &[Candidate], last: Option<&LedgerEntry>) -> Option<u
     best.map(|(_, i)| i)
 }
 
-/// Reads each CSV's header and makes the target ready for it: names checked, custom tables created,
-/// known missing columns added. Anything else is refused before a row is written.
-async fn plan_tables(
+/// Plans one folder (see [`plan`]): reads each CSV's header, classifies the values of the columns the
+/// model does not type, and decides the target tables and the schema changes, or refuses the folder
+/// with the table and the reason. Nothing is written here.
+async fn plan_folder_load(
     target: &Target,
     zip_path: &Path,
     folder: &str,
-    model: &[TableDef],
+    meta: &crate::format::ExportMetadata,
     encoding: &'static encoding_rs::Encoding,
-    report: &mut LoadReport,
-) -> Result<Vec<TablePlan>> {
-    let headers = {
-        let zip_path = zip_path.to_path_buf();
-        tokio::task::spawn_blocking(move || read_headers(&zip_path, encoding)).await??
-    };
-    let refuse = |table: &str, reason: String| LoadRefused::Table {
-        folder: folder.to_string(),
-        table: table.to_string(),
-        reason,
-    };
-    let mut existing: BTreeMap<String, Table> = target
+    policy: SchemaPolicy,
+) -> Result<plan::FolderPlan> {
+    let existing: BTreeMap<String, Table> = target
         .tables()
         .await?
         .into_iter()
         .map(|t| (t.lower_name(), t))
         .collect();
-    let mut plans = Vec::new();
-    for (table, (header, sha1)) in headers {
-        if !target::is_plain_identifier(&table) {
-            return Err(refuse(&table, "the table name is not a plain identifier".into()).into());
+    let dialect = target.dialect();
+    let xml_keys: BTreeMap<String, Vec<String>> = meta
+        .tables
+        .iter()
+        .map(|t| (t.name.to_ascii_lowercase(), t.key.clone()))
+        .collect();
+    let zip_path = zip_path.to_path_buf();
+    let folder_name = folder.to_string();
+    tokio::task::spawn_blocking(move || -> Result<plan::FolderPlan> {
+        let mut entries = read_headers(&zip_path, encoding)?;
+        for e in &mut entries {
+            e.xml_key = xml_keys.get(&e.table).cloned().unwrap_or_default();
         }
-        if header.is_empty() || header.iter().all(|h| h.is_empty()) {
-            return Err(refuse(&table, "no header line".into()).into());
-        }
-        let mut seen = HashSet::new();
-        for c in &header {
-            if !target::is_plain_identifier(c) {
-                return Err(
-                    refuse(&table, format!("column {c:?} is not a plain identifier")).into(),
+        let mut classes = BTreeMap::new();
+        for e in &entries {
+            let columns = plan::columns_to_classify(e, existing.get(&e.table), dialect);
+            if !columns.is_empty() {
+                classes.insert(
+                    e.table.clone(),
+                    classify(&zip_path, e, &columns, encoding)
+                        .with_context(|| format!("{folder_name}: reading {}", e.entry))?,
                 );
             }
-            if !seen.insert(c) {
-                return Err(refuse(&table, format!("column {c} appears twice")).into());
+        }
+        plan::plan_folder(&entries, &existing, &classes, dialect, policy).map_err(|r| {
+            LoadRefused::Table {
+                folder: folder_name.clone(),
+                table: r.table,
+                reason: r.reason,
             }
-        }
-        let known = model.iter().find(|t| t.name == table);
-        let custom = target::is_custom_user_data_table(&table);
-        if !existing.contains_key(&table) {
-            let def = match (known, custom) {
-                (Some(def), _) => def.clone(),
-                (None, true) => target::custom_table_from_header(&table, &header, target.dialect()),
-                (None, false) => {
-                    return Err(refuse(
-                        &table,
-                        "no such table in the target, and it is neither a GIM table nor a custom user-data table".into(),
-                    )
-                    .into())
-                }
-            };
-            target.execute(&target::create_table_sql(&def)).await?;
-            let what = format!("created table {table}");
-            info!(folder, "{what}");
-            report.migrations.push(what);
-            existing = refresh(target).await?;
-        }
-        let mut altered = false;
-        for c in &header {
-            let current = &existing[&table];
-            if current.column(c).is_some() {
-                continue;
-            }
-            let sql_type = match (known.and_then(|k| k.column(c)), custom) {
-                (Some(def), _) => def.sql_type.clone(),
-                (None, true) => target::custom_table_from_header(&table, std::slice::from_ref(c), target.dialect())
-                    .columns[0]
-                    .sql_type
-                    .clone(),
-                (None, false) => {
-                    return Err(refuse(
-                        &table,
-                        format!("column {c} does not exist in the target and is not a column of the GIM table"),
-                    )
-                    .into())
-                }
-            };
-            target
-                .execute(&format!("ALTER TABLE {table} ADD COLUMN {c} {sql_type}"))
-                .await?;
-            let what = format!("added column {table}.{c} {sql_type}");
-            info!(folder, "{what}");
-            report.migrations.push(what);
-            altered = true;
-        }
-        if altered {
-            existing = refresh(target).await?;
-        }
-        let current = &existing[&table];
-        let primary_key: Vec<String> = current
-            .primary_key
-            .iter()
-            .map(|c| c.to_ascii_lowercase())
-            .collect();
-        if primary_key.is_empty() {
-            return Err(refuse(
-                &table,
-                "the target table has no primary key to merge by".into(),
-            )
-            .into());
-        }
-        if let Some(missing) = primary_key.iter().find(|k| !header.contains(k)) {
-            return Err(refuse(
-                &table,
-                format!("the CSV lacks primary-key column {missing}"),
-            )
-            .into());
-        }
-        let version_column = ["update_audit_key", "create_audit_key"]
-            .into_iter()
-            .find(|c| header.iter().any(|h| h == c))
-            .map(String::from);
-        plans.push(TablePlan {
-            table,
-            columns: header,
-            primary_key,
-            version_column,
-            expected_sha1: sha1,
-            remove_missing: false,
-        });
-    }
-    Ok(plans)
+            .into()
+        })
+    })
+    .await?
 }
 
-async fn refresh(target: &Target) -> Result<BTreeMap<String, Table>> {
-    Ok(target
-        .tables()
-        .await?
-        .into_iter()
-        .map(|t| (t.lower_name(), t))
+/// The widest class of the values of `columns` in one CSV (a column with no value: `None`).
+fn classify(
+    zip_path: &Path,
+    entry: &plan::CsvEntry,
+    columns: &[String],
+    encoding: &'static encoding_rs::Encoding,
+) -> Result<plan::ValueClasses> {
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(zip_path)?)?;
+    let file = zip.by_name(&entry.entry)?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(crate::encoding::decoding_reader(file, encoding));
+    let at: Vec<(usize, &String)> = columns
+        .iter()
+        .filter_map(|c| entry.header.iter().position(|h| h == c).map(|i| (i, c)))
+        .collect();
+    let mut widest: Vec<Option<crate::schema::Inferred>> = vec![None; at.len()];
+    let mut record = csv::StringRecord::new();
+    while reader.read_record(&mut record)? {
+        for (slot, (i, _)) in widest.iter_mut().zip(&at) {
+            if *slot == Some(crate::schema::Inferred::Text) {
+                continue;
+            }
+            if let Some(v) = record.get(*i).filter(|v| !v.is_empty()) {
+                let class = crate::schema::Inferred::of(v);
+                *slot = Some(slot.map_or(class, |s| s.max(class)));
+            }
+        }
+    }
+    Ok(at
+        .iter()
+        .zip(widest)
+        .map(|((_, c), w)| ((*c).clone(), w))
         .collect())
 }
 
-/// The header of every CSV in a zip and the checksum its `.sha1` names, by lower-case table name.
+/// The header of every CSV in a zip (names folded to lower case) and the checksum its `.sha1` names.
 fn read_headers(
     zip_path: &Path,
     encoding: &'static encoding_rs::Encoding,
-) -> Result<BTreeMap<String, (Vec<String>, String)>> {
+) -> Result<Vec<plan::CsvEntry>> {
     let mut zip = zip::ZipArchive::new(std::fs::File::open(zip_path)?)?;
-    let mut out = BTreeMap::new();
+    let mut out = Vec::new();
     let names: Vec<String> = zip
         .file_names()
         .map(|n| n.map(|n| n.into_owned()))
         .collect::<Result<_, _>>()?;
-    for entry in names.iter().filter(|n| n.ends_with(".csv")) {
-        let table = entry.trim_end_matches(".csv").to_string();
+    for entry in &names {
+        let Some(table) = crate::format::csv_table_of(entry) else {
+            continue;
+        };
+        // The checksum entry beside it, in whatever case it was written.
+        let sha_entry = names
+            .iter()
+            .find(|n| crate::format::sha1_target_of(n) == Some(entry.as_str()))
+            .cloned()
+            .unwrap_or_else(|| format!("{entry}.sha1"));
         let mut sha = String::new();
-        zip.by_name(&format!("{entry}.sha1"))?
-            .read_to_string(&mut sha)?;
+        zip.by_name(&sha_entry)?.read_to_string(&mut sha)?;
         let (digest, _) = crate::format::parse_sha1_line(&sha, entry)?;
         let file = zip.by_name(entry)?;
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .from_reader(crate::encoding::decoding_reader(file, encoding));
-        let header: Vec<String> = reader.headers()?.iter().map(String::from).collect();
-        out.insert(table, (header, digest));
+        let header: Vec<String> = reader
+            .headers()?
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect();
+        out.push(plan::CsvEntry {
+            entry: entry.clone(),
+            table,
+            header,
+            sha1: digest,
+            xml_key: Vec::new(),
+        });
     }
+    out.sort_by(|a, b| a.table.cmp(&b.table));
     Ok(out)
 }
 
@@ -764,17 +761,17 @@ fn read_headers(
 /// takes the previous chunks), in chunks through a bounded channel. The thread returns the CSV's SHA-1.
 pub fn stream_csv(
     zip_path: &Path,
-    table: &str,
+    entry: &str,
     encoding: &'static encoding_rs::Encoding,
 ) -> (
     tokio::sync::mpsc::Receiver<Vec<u8>>,
     tokio::task::JoinHandle<Result<String>>,
 ) {
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-    let (zip_path, table) = (zip_path.to_path_buf(), table.to_string());
+    let (zip_path, entry) = (zip_path.to_path_buf(), entry.to_string());
     let handle = tokio::task::spawn_blocking(move || {
         let mut zip = zip::ZipArchive::new(std::fs::File::open(&zip_path)?)?;
-        let mut raw = open_csv(&mut zip, &table)?;
+        let mut raw = open_csv(&mut zip, &entry)?;
         let mut reader = crate::encoding::decoding_reader(&mut raw, encoding);
         loop {
             let mut buf = vec![0u8; 256 * 1024];
@@ -804,9 +801,9 @@ pub fn stream_csv(
 /// file changed after the check cannot slip in).
 pub fn open_csv<'a>(
     zip: &'a mut zip::ZipArchive<std::fs::File>,
-    table: &str,
+    entry: &str,
 ) -> Result<HashingReader<zip::read::ZipFile<'a, std::fs::File>>> {
-    Ok(HashingReader::new(zip.by_name(&format!("{table}.csv"))?))
+    Ok(HashingReader::new(zip.by_name(entry)?))
 }
 
 /// Refuses the export (rolling back what was staged) when the bytes loaded are not the bytes the
@@ -817,8 +814,8 @@ pub fn check_loaded_sha1(folder: &str, plan: &TablePlan, actual: &str) -> Result
             folder: folder.to_string(),
             table: plan.table.clone(),
             reason: format!(
-                "checksum mismatch (data {actual}, {}.csv.sha1 says {})",
-                plan.table, plan.expected_sha1
+                "checksum mismatch (data {actual}, {}.sha1 says {})",
+                plan.entry, plan.expected_sha1
             ),
         }
         .into());

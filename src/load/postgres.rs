@@ -10,8 +10,9 @@ use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Row};
 
 use super::{
-    check_loaded_sha1, merge_sql, remove_missing_sql, stream_csv, LedgerEntry, Removed, TablePlan,
-    TargetLocked, LEDGER_SELECT, LEDGER_UPSERT,
+    check_loaded_sha1, merge_sql, plan::FolderPlan, remove_missing_sql, schema_changes_json,
+    stage_columns, stream_csv, LedgerEntry, Removed, TablePlan, TargetLocked, CATALOG_UPSERT,
+    LEDGER_SELECT, LEDGER_UPSERT,
 };
 use crate::db::{self, DbError, DbUrl, Table};
 use crate::package::checkpoint;
@@ -86,6 +87,7 @@ impl PgTarget {
     pub async fn apply(
         &self,
         zip_path: &Path,
+        schema: &FolderPlan,
         plans: &[TablePlan],
         clear: &[String],
         entry: &LedgerEntry,
@@ -99,17 +101,36 @@ impl PgTarget {
             .begin()
             .await
             .map_err(err("starting a transaction"))?;
+        // The folder's schema changes first: undone with the rest if anything fails.
+        for ddl in &schema.ddl {
+            sqlx::raw_sql(ddl)
+                .execute(&mut *tx)
+                .await
+                .map_err(err("changing the target schema"))?;
+        }
+        let catalog_sql = numbered(CATALOG_UPSERT);
+        for row in &schema.catalog {
+            sqlx::query(&catalog_sql)
+                .bind(&row.table)
+                .bind(&row.column)
+                .bind(&row.sql_type)
+                .bind(row.origin)
+                .bind(&entry.folder)
+                .execute(&mut *tx)
+                .await
+                .map_err(err("writing the loader's catalog"))?;
+        }
         for plan in plans {
             let what = format!("loading table {}", plan.table);
-            let cols = plan.columns.join(", ");
+            let cols = stage_columns(plan);
             sqlx::raw_sql(&format!(
                 "CREATE TEMP TABLE gx_stage AS SELECT {cols} FROM {} WITH NO DATA;",
-                plan.table
+                db::quote_ident(&plan.table)
             ))
             .execute(&mut *tx)
             .await
             .map_err(err(&what))?;
-            let (mut chunks, hasher) = stream_csv(zip_path, &plan.table, encoding);
+            let (mut chunks, hasher) = stream_csv(zip_path, &plan.entry, encoding);
             {
                 let mut copy = tx
                     .copy_in_raw(&format!(
@@ -127,7 +148,7 @@ impl PgTarget {
             let digest = hasher
                 .await
                 .context("CSV reader thread failed")?
-                .with_context(|| format!("reading {}.csv", plan.table))?;
+                .with_context(|| format!("reading {}", plan.entry))?;
             check_loaded_sha1(&entry.folder, plan, &digest)?;
             // Exports hold each key once: merge as staged, and sort out duplicates only when
             // PostgreSQL finds some (cardinality_violation) in a file made by other hands.
@@ -170,7 +191,7 @@ impl PgTarget {
             checkpoint();
         }
         for table in clear {
-            let gone = sqlx::query(&format!("DELETE FROM {table}"))
+            let gone = sqlx::query(&format!("DELETE FROM {}", db::quote_ident(table)))
                 .execute(&mut *tx)
                 .await
                 .map_err(err(&format!("emptying table {table}")))?
@@ -189,6 +210,7 @@ impl PgTarget {
         .bind(serde_json::to_string(&rows)?)
         .bind(entry.zip_sha1.as_deref())
         .bind(i64::from(entry.generation))
+        .bind(schema_changes_json(schema))
         .execute(&mut *tx)
         .await
         .map_err(err("writing the ledger"))?;

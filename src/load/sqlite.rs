@@ -10,8 +10,9 @@ use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
 
 use super::{
-    check_loaded_sha1, merge_sql, open_csv, remove_missing_sql, LedgerEntry, LoadRefused, Removed,
-    TablePlan, TargetLocked, LEDGER_SELECT, LEDGER_UPSERT,
+    check_loaded_sha1, merge_sql, open_csv, plan::FolderPlan, remove_missing_sql,
+    schema_changes_json, stage_columns, LedgerEntry, LoadRefused, Removed, TablePlan, TargetLocked,
+    CATALOG_UPSERT, LEDGER_SELECT, LEDGER_UPSERT,
 };
 use crate::db::{self, DbError, DbUrl, Table};
 use crate::package::checkpoint;
@@ -89,6 +90,7 @@ impl SqliteTarget {
     pub async fn apply(
         &self,
         zip_path: &Path,
+        schema: &FolderPlan,
         plans: &[TablePlan],
         clear: &[String],
         entry: &LedgerEntry,
@@ -103,13 +105,32 @@ impl SqliteTarget {
             .begin()
             .await
             .map_err(err("starting a transaction"))?;
+        // The folder's schema changes first: undone with the rest if anything fails.
+        for ddl in &schema.ddl {
+            sqlx::raw_sql(ddl)
+                .execute(&mut *tx)
+                .await
+                .map_err(err("changing the target schema"))?;
+        }
+        let catalog_sql = CATALOG_UPSERT.to_string();
+        for row in &schema.catalog {
+            sqlx::query(&catalog_sql)
+                .bind(&row.table)
+                .bind(&row.column)
+                .bind(&row.sql_type)
+                .bind(row.origin)
+                .bind(&entry.folder)
+                .execute(&mut *tx)
+                .await
+                .map_err(err("writing the loader's catalog"))?;
+        }
         for plan in plans {
             let what = format!("loading table {}", plan.table);
             sqlx::raw_sql(&format!(
                 "DROP TABLE IF EXISTS temp.gx_stage; \
                  CREATE TEMP TABLE gx_stage AS SELECT {} FROM main.{} WHERE 0;",
-                plan.columns.join(", "),
-                plan.table
+                stage_columns(plan),
+                db::quote_ident(&plan.table)
             ))
             .execute(&mut *tx)
             .await
@@ -121,12 +142,12 @@ impl SqliteTarget {
                 let one = format!("({})", vec!["?"; per_row].join(","));
                 format!(
                     "INSERT INTO gx_stage ({}) VALUES {}",
-                    plan.columns.join(", "),
+                    stage_columns(plan),
                     vec![one; n].join(",")
                 )
             };
             let full_batch_sql = insert(batch_rows);
-            let mut raw = open_csv(&mut zip, &plan.table)?;
+            let mut raw = open_csv(&mut zip, &plan.entry)?;
             let mut csv = csv::ReaderBuilder::new()
                 .has_headers(true)
                 .from_reader(crate::encoding::decoding_reader(&mut raw, encoding));
@@ -140,6 +161,10 @@ impl SqliteTarget {
                 .map_err(|e| refused(e.to_string()))?
                 .iter()
                 .map(String::from)
+                .collect();
+            let header: Vec<String> = header
+                .iter()
+                .map(|h| h.trim().to_ascii_lowercase())
                 .collect();
             if header != plan.columns {
                 return Err(refused("the header changed while loading".into()).into());
@@ -195,7 +220,12 @@ impl SqliteTarget {
                 .await
                 .map_err(err(&what))?;
             if plan.remove_missing {
-                let key = plan.primary_key.join(", ");
+                let key: Vec<String> = plan
+                    .primary_key
+                    .iter()
+                    .map(|k| db::quote_ident(k))
+                    .collect();
+                let key = key.join(", ");
                 sqlx::raw_sql(&format!(
                     "CREATE INDEX temp.gx_stage_key ON gx_stage ({key})"
                 ))
@@ -216,7 +246,7 @@ impl SqliteTarget {
             checkpoint();
         }
         for table in clear {
-            let gone = sqlx::query(&format!("DELETE FROM {table}"))
+            let gone = sqlx::query(&format!("DELETE FROM {}", db::quote_ident(table)))
                 .execute(&mut *tx)
                 .await
                 .map_err(err(&format!("emptying table {table}")))?
@@ -233,6 +263,7 @@ impl SqliteTarget {
             .bind(serde_json::to_string(&rows)?)
             .bind(entry.zip_sha1.as_deref())
             .bind(i64::from(entry.generation))
+            .bind(schema_changes_json(schema))
             .execute(&mut *tx)
             .await
             .map_err(err("writing the ledger"))?;

@@ -80,6 +80,7 @@ const SOURCES: &[(&str, &str)] = &[
         include_str!("pdm/resource_state.toml"),
     ),
     ("outbound.toml", include_str!("pdm/outbound.toml")),
+    ("library.toml", include_str!("pdm/library.toml")),
     ("simulated.toml", include_str!("pdm/simulated.toml")),
 ];
 

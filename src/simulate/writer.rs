@@ -14,6 +14,26 @@ use crate::db::{self, DbError, DbUrl, Dialect};
 
 const SQLITE_SCHEMA: &str = include_str!("../../sql_scripts/make_gim_sqlite.sql");
 const POSTGRES_SCHEMA: &str = include_str!("../../sql_scripts/make_gim_postgresql.sql");
+
+/// `simulate --partitioned`: fact tables partitioned by range of `start_date_time_key`, with their keys.
+const PARTITIONED: &[(&str, &str)] = &[
+    ("interaction_fact", "interaction_id"),
+    ("interaction_resource_fact", "interaction_resource_id"),
+    ("mediation_segment_fact", "mediation_segment_id"),
+    ("irf_user_data_cust_1", "interaction_resource_id"),
+];
+/// `simulate --partitioned`: fact tables with an inheritance child `<table>_hist`.
+const INHERITED: &[(&str, &str)] = &[
+    ("sm_res_session_fact", "sm_res_session_fact_key"),
+    ("sm_res_state_fact", "sm_res_state_fact_key"),
+];
+
+/// The `CREATE TABLE IF NOT EXISTS <table> (...);` block of a schema script.
+fn create_block(script: &str, table: &str) -> Option<String> {
+    let start = script.find(&format!("CREATE TABLE IF NOT EXISTS {table} ("))?;
+    let end = start + script[start..].find("\n);")? + 3;
+    Some(script[start..end].to_string())
+}
 const ROWS_PER_STATEMENT: usize = 500;
 
 fn push_literal(out: &mut String, v: &Val) {
@@ -197,6 +217,117 @@ impl SimDb {
         self.execute(&[script.to_string()])
             .await
             .with_context(|| format!("creating the source schema in {}", self.url()))
+    }
+
+    /// Creates the fact tables as a partitioned PostgreSQL Info Mart has them, before the rest of the
+    /// schema (whose `CREATE TABLE IF NOT EXISTS` then leaves them be): interaction, resource,
+    /// mediation and user-data facts partitioned by range of `start_date_time_key` (primary key =
+    /// the table's key plus that column, as PostgreSQL requires); the two agent-activity facts with
+    /// an inheritance child `<table>_hist` each.
+    pub async fn create_partitioned_schema(&self) -> Result<()> {
+        let SimDb::Postgres(url, pool) = self else {
+            anyhow::bail!("simulate --partitioned applies to PostgreSQL sources only");
+        };
+        let exists: Option<String> = sqlx::query_scalar(
+            "SELECT relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = current_schema() AND relname = 'interaction_fact'",
+        )
+        .fetch_optional(pool)
+        .await
+        .map_err(|e| DbError::query(url, "reading the catalog", e))?;
+        if exists.is_some() {
+            return Ok(()); // an existing schema stays as it is
+        }
+        let mut ddl = Vec::new();
+        for (table, key) in PARTITIONED {
+            let block = create_block(POSTGRES_SCHEMA, table)
+                .with_context(|| format!("{table} is not in make_gim_postgresql.sql"))?;
+            let body = block
+                .replacen("NOT NULL PRIMARY KEY", "NOT NULL", 1)
+                .trim_end()
+                .trim_end_matches(';')
+                .trim_end()
+                .trim_end_matches(')')
+                .trim_end()
+                .to_string();
+            ddl.push(format!(
+                "{body},\n    PRIMARY KEY ({key}, start_date_time_key)\n) PARTITION BY RANGE (start_date_time_key)"
+            ));
+            ddl.push(format!(
+                "CREATE TABLE {table}_pdefault PARTITION OF {table} DEFAULT"
+            ));
+        }
+        for (table, key) in INHERITED {
+            let block = create_block(POSTGRES_SCHEMA, table)
+                .with_context(|| format!("{table} is not in make_gim_postgresql.sql"))?;
+            ddl.push(block.trim_end().trim_end_matches(';').to_string());
+            ddl.push(format!(
+                "CREATE TABLE {table}_hist (PRIMARY KEY ({key})) INHERITS ({table})"
+            ));
+        }
+        self.execute(&ddl)
+            .await
+            .with_context(|| format!("creating the partitioned fact tables in {url}"))
+    }
+
+    /// The declaratively partitioned tables of the simulated schema that exist in this database.
+    pub async fn partitioned_tables(&self) -> Result<Vec<String>> {
+        let SimDb::Postgres(url, pool) = self else {
+            return Ok(Vec::new());
+        };
+        Ok(sqlx::query_scalar(
+            "SELECT relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = current_schema() AND c.relkind = 'p' ORDER BY 1",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(|e| DbError::query(url, "reading the catalog", e))?)
+    }
+
+    /// One range partition per day (`<table>_pYYYYMMDD`) for `days` days from `from`, where missing.
+    pub async fn add_day_partitions(&self, tables: &[String], from: i64, days: u32) -> Result<()> {
+        let mut ddl = Vec::new();
+        for table in tables {
+            for d in 0..i64::from(days) {
+                let lo = from + d * 86_400;
+                let day = chrono::DateTime::from_timestamp(lo, 0)
+                    .map(|t| t.format("%Y%m%d").to_string())
+                    .unwrap_or_default();
+                ddl.push(format!(
+                    "CREATE TABLE IF NOT EXISTS {table}_p{day} PARTITION OF {table} FOR VALUES FROM ({lo}) TO ({})",
+                    lo + 86_400
+                ));
+            }
+        }
+        self.execute(&ddl).await?;
+        Ok(())
+    }
+
+    /// Moves the rows of the inheritance parents that started before `before` into their `_hist`
+    /// children (PostgreSQL with the partitioned schema only).
+    pub async fn move_to_inheritance_children(&self, before: i64) -> Result<()> {
+        let SimDb::Postgres(url, pool) = self else {
+            return Ok(());
+        };
+        for (table, _) in INHERITED {
+            let child = format!("{table}_hist");
+            let has: Option<String> = sqlx::query_scalar(
+                "SELECT relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = current_schema() AND relname = $1",
+            )
+            .bind(&child)
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| DbError::query(url, "reading the catalog", e))?;
+            if has.is_some() {
+                self.execute(&[format!(
+                    "WITH moved AS (DELETE FROM ONLY {table} WHERE start_ts < {before} RETURNING *) \
+                     INSERT INTO {child} SELECT * FROM moved"
+                )])
+                .await?;
+            }
+        }
+        Ok(())
     }
 
     async fn ints(&self, sql: &str) -> Result<Vec<Vec<Option<i64>>>, DbError> {
