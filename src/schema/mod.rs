@@ -321,7 +321,7 @@ mod tests {
     #[test]
     fn the_built_in_model_is_valid_and_covers_the_simulated_tables() {
         let m = build(SOURCES).unwrap();
-        assert!(m.tables.len() >= 15, "{}", m.tables.len());
+        assert!(m.tables.len() >= 40, "{}", m.tables.len());
         for t in &simulated().tables {
             let full = m
                 .table(&t.name)
@@ -337,6 +337,41 @@ mod tests {
             f.column("interaction_id").unwrap().sql_type,
             SqlType::Numeric(Some((19, 0)))
         );
+    }
+
+    #[test]
+    fn the_simulators_source_schema_is_the_simulated_part_of_the_model() {
+        // sql_scripts/make_gim_postgresql.sql, the schema `simulate` creates, against simulated.toml.
+        let script = include_str!("../../sql_scripts/make_gim_postgresql.sql");
+        let mut seen = 0;
+        for block in script.split("CREATE TABLE IF NOT EXISTS ").skip(1) {
+            let (name, rest) = block.split_once(" (").unwrap();
+            if name == "ctl_audit_log" {
+                continue;
+            }
+            let body = &rest[..rest.find("\n);").unwrap()];
+            let t = simulated()
+                .table(name)
+                .unwrap_or_else(|| panic!("{name} is not in simulated.toml"));
+            let cols: Vec<(String, SqlType)> = body
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    let mut w = l.split_whitespace();
+                    let c = w.next().unwrap().to_string();
+                    (c, w.next().unwrap().trim_end_matches(',').parse().unwrap())
+                })
+                .collect();
+            let model: Vec<(String, SqlType)> = t
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.sql_type))
+                .collect();
+            assert_eq!(cols, model, "{name}");
+            seen += 1;
+        }
+        assert_eq!(seen, simulated().tables.len());
     }
 
     #[test]
