@@ -1208,6 +1208,7 @@ CREATE TABLE IF NOT EXISTS gim_export_ledger (
     chain_generation                 integer,
     apply_seq                        bigint,
     schema_changes                   text,
+    removed_counts                   text,
     PRIMARY KEY (folder)
 );
 ALTER TABLE gim_export_ledger ADD COLUMN IF NOT EXISTS hwm_from_audit_key numeric(19);
@@ -1221,3 +1222,4 @@ ALTER TABLE gim_export_ledger ADD COLUMN IF NOT EXISTS zip_sha1 varchar(40);
 ALTER TABLE gim_export_ledger ADD COLUMN IF NOT EXISTS chain_generation integer;
 ALTER TABLE gim_export_ledger ADD COLUMN IF NOT EXISTS apply_seq bigint;
 ALTER TABLE gim_export_ledger ADD COLUMN IF NOT EXISTS schema_changes text;
+ALTER TABLE gim_export_ledger ADD COLUMN IF NOT EXISTS removed_counts text;

@@ -772,5 +772,6 @@ CREATE TABLE IF NOT EXISTS gim_export_ledger (
     chain_generation                 INTEGER,
     apply_seq                        INTEGER,
     schema_changes                   TEXT,
+    removed_counts                   TEXT,
     PRIMARY KEY (folder)
 );

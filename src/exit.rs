@@ -68,6 +68,9 @@ impl ExitCode {
                     .downcast_ref::<crate::export::NothingToReexport>()
                     .is_some()
                 || cause.downcast_ref::<crate::db::NoExportViews>().is_some()
+                || cause
+                    .downcast_ref::<crate::export::UnloadableSource>()
+                    .is_some()
                 || cause.downcast_ref::<crate::cmd::ConfigError>().is_some()
             {
                 return ExitCode::Config;

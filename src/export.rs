@@ -194,6 +194,61 @@ pub async fn run(config: &ExportConfig) -> Result<ExportReport> {
     result
 }
 
+/// The source has a table that no receiver could load; the user must fix or exclude it (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UnloadableSource(pub String);
+
+/// The source tables to export: those with `CREATE_AUDIT_KEY` that the selection allows. A name
+/// that is not a plain identifier (letters, digits and `_`, in any case) cannot be a GIM table nor a
+/// file name: such a table is never exported, and every run warns about it. A table whose columns
+/// no receiver could load (a name that is not a plain identifier, two names differing only in case),
+/// or two tables whose names differ only in case, stop the export, naming them.
+fn exportable_tables(all: Vec<Table>, config: &ExportConfig) -> Result<Vec<Table>> {
+    let mut out: Vec<Table> = Vec::new();
+    for t in all
+        .into_iter()
+        .filter(|t| t.is_exportable() && config.tables.allows(&t.name))
+    {
+        if !crate::target::is_plain_identifier(&t.lower_name()) {
+            warn!(
+                table = ?t.name,
+                "not exported: the table name is not a plain identifier, so it is not a GIM table"
+            );
+            continue;
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for c in &t.columns {
+            let lower = c.name.to_ascii_lowercase();
+            if !crate::target::is_plain_identifier(&lower) {
+                return Err(UnloadableSource(format!(
+                    "table {}: column {:?} is not a plain identifier, so no receiver could load it: fix the source or leave the table out with --exclude {}",
+                    t.name, c.name, t.name
+                ))
+                .into());
+            }
+            if !seen.insert(lower.clone()) {
+                return Err(UnloadableSource(format!(
+                    "table {}: two columns are named {lower} in different case; a CSV header cannot hold both: fix the source or leave the table out with --exclude {}",
+                    t.name, t.name
+                ))
+                .into());
+            }
+        }
+        if let Some(other) = out.iter().find(|o| o.lower_name() == t.lower_name()) {
+            return Err(UnloadableSource(format!(
+                "tables {:?} and {:?} differ only in case and would both be {}.csv: leave one out with --exclude",
+                other.name,
+                t.name,
+                t.lower_name()
+            ))
+            .into());
+        }
+        out.push(t);
+    }
+    Ok(out)
+}
+
 async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
     let out = OutputDir::new(&config.output)?;
     // Check the source before touching the output, so a bad source writes nothing.
@@ -203,10 +258,7 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
         Some(v) => source.export_view_tables(v).await?,
         None => source.tables().await?,
     };
-    let tables: Vec<Table> = all
-        .into_iter()
-        .filter(|t| t.is_exportable() && config.tables.allows(&t.name))
-        .collect();
+    let tables = exportable_tables(all, config)?;
     // A table the role cannot read must stop the export: skipping it would move the chain past
     // its rows.
     let unreadable: Vec<String> = tables

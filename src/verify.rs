@@ -83,6 +83,23 @@ pub fn check_folder_at(path: &Path, depth: Depth) -> FolderCheck {
                         meta.name().folder()
                     ));
                 }
+                // An inverted range would move a receiver's chain backwards and wedge it.
+                if meta.hwm_to.audit_key < meta.hwm_from.audit_key {
+                    check.problems.push(format!(
+                        "{}: hwm-to audit key {} is below hwm-from audit key {}: an inverted range",
+                        name.xml_file(),
+                        meta.hwm_to.audit_key,
+                        meta.hwm_from.audit_key
+                    ));
+                } else if meta.hwm_to.audit_key == meta.hwm_from.audit_key
+                    && meta.tables.iter().any(|t| t.rows > 0)
+                {
+                    check.problems.push(format!(
+                        "{}: hwm-from and hwm-to are both audit key {}, yet it lists rows: a zero-width range holds no data",
+                        name.xml_file(),
+                        meta.hwm_to.audit_key
+                    ));
+                }
                 check.meta = Some(meta);
             }
             Err(e) => check.problems.push(e.to_string()),
@@ -182,6 +199,16 @@ fn check_zip(zip_path: &Path, name: &ExportName, depth: Depth, check: &mut Folde
     let mut csv_sha: BTreeMap<String, Option<String>> = BTreeMap::new();
     let mut sha_files: BTreeMap<String, String> = BTreeMap::new();
     let mut tables_seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut names_seen: std::collections::BTreeSet<String> = Default::default();
+    // The zip reader keeps one entry per name; the central directory may list more.
+    if let Some(listed) = central_directory_entries(zip_path) {
+        if listed != archive.len() as u64 {
+            check.problems.push(format!(
+                "{zip_name}: its central directory lists {listed} entries but only {} distinct names: an entry name appears more than once",
+                archive.len()
+            ));
+        }
+    }
     for i in 0..archive.len() {
         let mut entry = match archive.by_index(i) {
             Ok(e) => e,
@@ -197,6 +224,13 @@ fn check_zip(zip_path: &Path, name: &ExportName, depth: Depth, check: &mut Folde
                 continue;
             }
         };
+        // A second entry of one name would load while the first was checked (or the reverse).
+        if !names_seen.insert(entry_name.clone()) {
+            check.problems.push(format!(
+                "{zip_name}: entry {entry_name:?} appears more than once"
+            ));
+            continue;
+        }
         if !format::is_safe_entry_name(&entry_name) {
             check.problems.push(format!(
                 "{zip_name}: entry {entry_name:?} is not a plain file name (paths are refused)"
@@ -310,6 +344,38 @@ fn check_zip(zip_path: &Path, name: &ExportName, depth: Depth, check: &mut Folde
             }
         }
     }
+}
+
+/// The number of entries a zip's end-of-central-directory record declares (zip64 included), read
+/// from the file itself; `None` when it cannot be found.
+fn central_directory_entries(path: &Path) -> Option<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let tail = len.min(65_557 + 20);
+    f.seek(SeekFrom::Start(len - tail)).ok()?;
+    let mut buf = vec![0u8; tail as usize];
+    f.read_exact(&mut buf).ok()?;
+    let eocd = (0..buf.len().saturating_sub(21))
+        .rev()
+        .find(|&i| buf[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])?;
+    let total = u16::from_le_bytes([buf[eocd + 10], buf[eocd + 11]]);
+    if total != 0xffff {
+        return Some(u64::from(total));
+    }
+    // Zip64: the locator just before the record gives the zip64 record's offset.
+    let loc = eocd.checked_sub(20)?;
+    if buf[loc..loc + 4] != [0x50, 0x4b, 0x06, 0x07] {
+        return None;
+    }
+    let at = u64::from_le_bytes(buf[loc + 8..loc + 16].try_into().ok()?);
+    f.seek(SeekFrom::Start(at)).ok()?;
+    let mut rec = [0u8; 56];
+    f.read_exact(&mut rec).ok()?;
+    if rec[..4] != [0x50, 0x4b, 0x06, 0x06] {
+        return None;
+    }
+    Some(u64::from_le_bytes(rec[32..40].try_into().ok()?))
 }
 
 /// Checks that each folder follows the one before it in its chain: hwm-from equals the previous

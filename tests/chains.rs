@@ -305,7 +305,35 @@ fn full_resync_removes_rows_deleted_at_the_source() {
     );
     w.run(&["verify", "--input", "out"]);
 
-    w.run(&["load", "--input", "out", "--target", &tgt]);
+    // Emptying a table is more than the default cap on what a resync may remove: refused, nothing
+    // of the folder applied, until the operator says the source really lost those rows.
+    let o = w.run_code(
+        &mut w.command(&["load", "--input", "out", "--target", &tgt]),
+        5,
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains("user_data_cust_dim_1") && err.contains("--max-resync-removal"),
+        "{err}"
+    );
+    assert_eq!(
+        query_one(&tgt, "SELECT COUNT(*) FROM interaction_fact"),
+        before
+    );
+    w.run(&[
+        "load",
+        "--input",
+        "out",
+        "--target",
+        &tgt,
+        "--max-resync-removal",
+        "100",
+    ]);
+    let removed = query_one(
+        &tgt,
+        "SELECT removed_counts FROM gim_export_ledger WHERE removed_counts IS NOT NULL",
+    );
+    assert!(removed.contains("\"interaction_fact\":1"), "{removed}");
     assert_eq!(
         query_one(
             &tgt,

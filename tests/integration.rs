@@ -13,6 +13,7 @@ mod encoding;
 mod export_format;
 mod follow;
 mod golden;
+mod hostile;
 mod load;
 mod load_crash;
 mod load_refusals;

@@ -45,6 +45,22 @@ pub struct Args {
         default_value = "evolve"
     )]
     pub schema_changes: crate::load::SchemaPolicy,
+    /// Let folders write to this existing target table although it is neither a GIM table nor one
+    /// the loader created (repeatable, or comma-separated). Without it such a table is refused: a
+    /// folder writes only to tables the loader owns.
+    #[arg(
+        long,
+        value_name = "TABLE",
+        env = "GIM_EXPORT_ADOPT_TABLE",
+        value_delimiter = ','
+    )]
+    pub adopt_table: Vec<String>,
+    /// A full resync (export --full-resync) removes the target rows its folder does not hold; refuse
+    /// one that would remove more than this share of a table's rows (0-100; 100: no limit). Emptying
+    /// a table counts as 100%.
+    #[arg(long, value_name = "PERCENT", env = "GIM_EXPORT_MAX_RESYNC_REMOVAL", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub max_resync_removal: u32,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
@@ -53,6 +69,14 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         target: parse_url("--target", &args.target)?,
         from_folder: args.from.clone(),
         schema_changes: args.schema_changes,
+        adopt_tables: args
+            .adopt_table
+            .iter()
+            .flat_map(|t| t.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect(),
+        max_resync_removal: args.max_resync_removal,
     };
     let report = load::run(&config).await?;
     // The model's tables on one line (a new target gets them all); each added column on its own.

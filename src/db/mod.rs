@@ -15,8 +15,10 @@ use tokio::sync::mpsc;
 use crate::audit::AuditEntry;
 
 /// The SQL dialect of a database URL.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Dialect {
+    /// The embedded default.
+    #[default]
     Sqlite,
     Postgres,
 }
@@ -140,6 +142,8 @@ pub enum DbError {
     NoAuditLog { url: String },
     #[error("{url}: the exporter's role may not SELECT from {tables}: grant it (GRANT SELECT ON ... TO ...) or leave the tables out with --exclude; nothing was exported")]
     Unreadable { url: String, tables: String },
+    #[error("{url}: {reason}")]
+    Unexportable { url: String, reason: String },
 }
 
 impl DbError {

@@ -108,10 +108,16 @@ impl SqliteSource {
         let url = self.url.clone();
         let what = format!("reading table {}", table.name);
         let out = out.clone();
-        let read = tokio::task::spawn_blocking(move || read_csv_blocking(&path, &sql, &out));
+        let names = ValueNames::of(table);
+        let read =
+            tokio::task::spawn_blocking(move || read_csv_blocking(&path, &sql, &out, &names));
         match read.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(DbError::Query {
+            Ok(Err(ReadFailure::Value(reason))) => Err(DbError::Unexportable {
+                url: url.to_string(),
+                reason,
+            }),
+            Ok(Err(ReadFailure::Sql(e))) => Err(DbError::Query {
                 url: url.to_string(),
                 what,
                 transient: matches!(
@@ -147,9 +153,77 @@ fn window_query(table: &Table, ranges: &[(i64, i64)]) -> String {
     format!("{body} ORDER BY {}", order_by(table))
 }
 
+/// Why a table's rows could not be read.
+enum ReadFailure {
+    Sql(rusqlite::Error),
+    /// A value no receiver could load (names table, key and column).
+    Value(String),
+}
+
+impl From<rusqlite::Error> for ReadFailure {
+    fn from(e: rusqlite::Error) -> Self {
+        ReadFailure::Sql(e)
+    }
+}
+
+/// Names for messages about one value: the table, its columns, where its key columns are.
+struct ValueNames {
+    table: String,
+    columns: Vec<String>,
+    key: Vec<usize>,
+}
+
+impl ValueNames {
+    fn of(t: &Table) -> ValueNames {
+        ValueNames {
+            table: t.lower_name(),
+            columns: t.header(),
+            key: t
+                .primary_key
+                .iter()
+                .filter_map(|k| {
+                    t.columns
+                        .iter()
+                        .position(|c| c.name.eq_ignore_ascii_case(k))
+                })
+                .collect(),
+        }
+    }
+
+    fn refuse(&self, row: &rusqlite::Row, column: usize, what: &str) -> ReadFailure {
+        let key: Vec<String> = self
+            .key
+            .iter()
+            .map(|&i| {
+                let v = match row.get_ref(i) {
+                    Ok(rusqlite::types::ValueRef::Integer(v)) => v.to_string(),
+                    Ok(rusqlite::types::ValueRef::Text(t)) => {
+                        String::from_utf8_lossy(t).into_owned()
+                    }
+                    _ => "?".into(),
+                };
+                format!("{}={v}", self.columns[i])
+            })
+            .collect();
+        ReadFailure::Value(format!(
+            "table {}, row with primary key {}, column {}: {what}; nothing was exported (fix the value at the source, or leave the table out with --exclude)",
+            self.table,
+            key.join(", "),
+            self.columns[column]
+        ))
+    }
+}
+
 /// Runs `sql` on a read-only connection and sends the rows as CSV chunks: integers in decimal, text
-/// as is, NULL and empty text as an empty field.
-fn read_csv_blocking(path: &Path, sql: &str, out: &CsvChunks) -> rusqlite::Result<()> {
+/// as is, NULL and empty text as an empty field, binary values in PostgreSQL's hex form (`\x0a1b`,
+/// what a PostgreSQL source's COPY writes for bytea). Text that is not UTF-8 or holds a NUL cannot be
+/// loaded anywhere: the export stops, naming table, key and column.
+fn read_csv_blocking(
+    path: &Path,
+    sql: &str,
+    out: &CsvChunks,
+    names: &ValueNames,
+) -> Result<(), ReadFailure> {
     use rusqlite::types::ValueRef;
     let conn = rusqlite::Connection::open_with_flags(
         path,
@@ -169,9 +243,22 @@ fn read_csv_blocking(path: &Path, sql: &str, out: &CsvChunks) -> rusqlite::Resul
                 ValueRef::Null => push_csv_field(&mut buf, b"", i == 0),
                 ValueRef::Integer(v) => push_csv_field(&mut buf, int.format(v).as_bytes(), i == 0),
                 ValueRef::Real(v) => push_csv_field(&mut buf, v.to_string().as_bytes(), i == 0),
-                ValueRef::Text(t) => push_csv_field(&mut buf, t, i == 0),
+                ValueRef::Text(t) => {
+                    if std::str::from_utf8(t).is_err() {
+                        return Err(names.refuse(row, i, "the text is not valid UTF-8"));
+                    }
+                    if t.contains(&0) {
+                        return Err(names.refuse(row, i, "the text holds a NUL character"));
+                    }
+                    push_csv_field(&mut buf, t, i == 0)
+                }
                 ValueRef::Blob(b) => {
-                    push_csv_field(&mut buf, String::from_utf8_lossy(b).as_bytes(), i == 0)
+                    let mut hex = String::with_capacity(2 + 2 * b.len());
+                    hex.push_str("\\x");
+                    for byte in b {
+                        hex.push_str(&format!("{byte:02x}"));
+                    }
+                    push_csv_field(&mut buf, hex.as_bytes(), i == 0)
                 }
             }
         }

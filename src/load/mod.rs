@@ -10,7 +10,7 @@ pub mod sqlite;
 
 pub use plan::{SchemaPolicy, TablePlan};
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +32,10 @@ pub struct LoadConfig {
     pub from_folder: Option<String>,
     /// What the loader may change in the target's schema beyond the GIM model.
     pub schema_changes: SchemaPolicy,
+    /// Existing target tables, neither GIM tables nor created by the loader, that folders may write to.
+    pub adopt_tables: BTreeSet<String>,
+    /// A full resync may remove at most this share (percent) of a table's rows.
+    pub max_resync_removal: u32,
 }
 
 /// One applied export.
@@ -102,20 +106,25 @@ pub const LEDGER_SELECT: &str =
 /// restarted chain supersedes). Placeholders `?`; PostgreSQL's backend renumbers them.
 pub const LEDGER_UPSERT: &str = "INSERT INTO gim_export_ledger (folder, hwm_from_audit_key, hwm_from_created_ts, \
      hwm_to_audit_key, hwm_to_created_ts, max_data_ts, row_counts, loaded_at, zip_sha1, chain_generation, apply_seq, \
-     schema_changes) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, NOW_TS, ?, ?, (SELECT COALESCE(MAX(apply_seq), 0) + 1 FROM gim_export_ledger), ?) \
+     schema_changes, removed_counts) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, NOW_TS, ?, ?, (SELECT COALESCE(MAX(apply_seq), 0) + 1 FROM gim_export_ledger), ?, ?) \
      ON CONFLICT (folder) DO UPDATE SET hwm_from_audit_key = excluded.hwm_from_audit_key, \
      hwm_from_created_ts = excluded.hwm_from_created_ts, hwm_to_audit_key = excluded.hwm_to_audit_key, \
      hwm_to_created_ts = excluded.hwm_to_created_ts, max_data_ts = excluded.max_data_ts, \
      row_counts = excluded.row_counts, loaded_at = excluded.loaded_at, zip_sha1 = excluded.zip_sha1, \
      chain_generation = excluded.chain_generation, apply_seq = excluded.apply_seq, \
-     schema_changes = excluded.schema_changes";
+     schema_changes = excluded.schema_changes, removed_counts = excluded.removed_counts";
 
 /// Records a table or column the loader created, added or widened (placeholders `?`).
 pub const CATALOG_UPSERT: &str =
     "INSERT INTO gim_export_catalog (table_name, column_name, sql_type, origin, folder) \
      VALUES (?, ?, ?, ?, ?) ON CONFLICT (table_name, column_name) DO UPDATE SET \
      sql_type = excluded.sql_type, origin = excluded.origin, folder = excluded.folder";
+
+/// The ledger's `removed_counts` value: rows a full resync removed per table, as JSON, or NULL.
+pub fn removed_json(removed: &Removed) -> Option<String> {
+    (!removed.is_empty()).then(|| serde_json::to_string(removed).expect("counts serialize"))
+}
 
 /// The ledger's `schema_changes` value for a folder: the changes as a JSON list, or NULL.
 pub fn schema_changes_json(schema: &plan::FolderPlan) -> Option<String> {
@@ -323,6 +332,13 @@ impl Target {
     pub async fn ledger(&self) -> Result<Vec<LedgerEntry>> {
         dispatch!(self, t => t.ledger().await)
     }
+    /// The tables the loader created or adopted, from its catalog.
+    pub async fn catalog_tables(&self) -> Result<BTreeSet<String>> {
+        let sql = "SELECT table_name FROM gim_export_catalog WHERE column_name = ''";
+        Ok(dispatch!(self, t => t.strings(sql).await)?
+            .into_iter()
+            .collect())
+    }
     pub async fn execute(&self, sql: &str) -> Result<()> {
         dispatch!(self, t => t.execute(sql).await)
     }
@@ -441,20 +457,17 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
             .restart
             .filter(|r| r.kind == crate::format::RestartKind::Full)
             .and(meta.full_tables.as_ref());
-        let folder_plan = plan_folder_load(
-            &target,
-            &zip_path,
-            &name,
-            &meta,
-            encoding,
-            config.schema_changes,
-        )
-        .await?;
+        let folder_plan =
+            plan_folder_load(&target, &zip_path, &name, &meta, encoding, config).await?;
+        let mut folder_plan = folder_plan;
+        folder_plan.max_removal_percent = config.max_resync_removal;
         let mut plans = folder_plan.tables.clone();
         for p in &mut plans {
             p.remove_missing = full.is_some_and(|f| f.contains(&p.table));
         }
-        // Tables the full resync holds with no rows at all: everything in them goes.
+        // Tables the full resync holds with no rows at all: everything in them goes, but only in
+        // tables the loader owns (GIM tables, custom user-data tables, those in its catalog), never
+        // its own ledger or catalog.
         let clear: Vec<String> = match full {
             None => Vec::new(),
             Some(f) => {
@@ -464,11 +477,27 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
                     .iter()
                     .map(|t| t.lower_name())
                     .collect();
-                f.iter()
-                    .filter(|t| target::is_plain_identifier(t))
-                    .filter(|t| present.contains(*t) && !plans.iter().any(|p| &p.table == *t))
-                    .cloned()
-                    .collect()
+                let catalog = target.catalog_tables().await?;
+                let mut clear = Vec::new();
+                for t in f.iter().map(|t| t.to_ascii_lowercase()) {
+                    if !present.contains(&t) || plans.iter().any(|p| p.table == t) {
+                        continue;
+                    }
+                    let owned = !target::is_loader_table(&t)
+                        && (crate::schema::model().table(&t).is_some()
+                            || target::is_custom_user_data_table(&t)
+                            || catalog.contains(&t));
+                    if !owned {
+                        return Err(LoadRefused::Table {
+                            folder: name.clone(),
+                            table: t.clone(),
+                            reason: "its <full-tables> names a table the loader does not own; a full resync empties only tables the loader owns".into(),
+                        }
+                        .into());
+                    }
+                    clear.push(t);
+                }
+                clear
             }
         };
         let entry = LedgerEntry {
@@ -632,8 +661,14 @@ async fn plan_folder_load(
     folder: &str,
     meta: &crate::format::ExportMetadata,
     encoding: &'static encoding_rs::Encoding,
-    policy: SchemaPolicy,
+    config: &LoadConfig,
 ) -> Result<plan::FolderPlan> {
+    let ctx = plan::PlanContext {
+        dialect: target.dialect(),
+        policy: config.schema_changes,
+        catalog: target.catalog_tables().await?,
+        adopt: config.adopt_tables.clone(),
+    };
     let existing: BTreeMap<String, Table> = target
         .tables()
         .await?
@@ -664,7 +699,7 @@ async fn plan_folder_load(
                 );
             }
         }
-        plan::plan_folder(&entries, &existing, &classes, dialect, policy).map_err(|r| {
+        plan::plan_folder(&entries, &existing, &classes, &ctx).map_err(|r| {
             LoadRefused::Table {
                 folder: folder_name.clone(),
                 table: r.table,
@@ -804,6 +839,31 @@ pub fn open_csv<'a>(
     entry: &str,
 ) -> Result<HashingReader<zip::read::ZipFile<'a, std::fs::File>>> {
     Ok(HashingReader::new(zip.by_name(entry)?))
+}
+
+/// Refuses a full resync (rolling it back) that would remove more than `max_percent` of a table's
+/// rows: a forged or mistaken `<full-tables>` must not empty a warehouse table unnoticed.
+pub fn check_removal(
+    folder: &str,
+    table: &str,
+    gone: u64,
+    total: u64,
+    max_percent: u32,
+) -> Result<()> {
+    if max_percent >= 100 || gone == 0 {
+        return Ok(());
+    }
+    if gone * 100 > u64::from(max_percent) * total.max(1) {
+        return Err(LoadRefused::Table {
+            folder: folder.to_string(),
+            table: table.to_string(),
+            reason: format!(
+                "its full resync would remove {gone} of the table's {total} rows, more than --max-resync-removal {max_percent}%; nothing was removed (if the source really lost them, load with --max-resync-removal 100)"
+            ),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// Refuses the export (rolling back what was staged) when the bytes loaded are not the bytes the

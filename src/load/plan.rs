@@ -6,7 +6,7 @@
 //! plan is known and refused or accepted before anything is written; the schema changes then run in
 //! the folder's own transaction, with its rows and its ledger row.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::db::{quote_ident, Dialect, Table};
 use crate::schema::{Inferred, SqlType};
@@ -72,6 +72,8 @@ pub struct TablePlan {
     pub expected_sha1: String,
     /// A full resync: after the merge, delete the target rows whose key is not in the CSV.
     pub remove_missing: bool,
+    /// The target's declared type of each column (as `columns`), after this folder's changes.
+    pub column_types: Vec<String>,
 }
 
 /// A row of the loader's catalog (`gim_export_catalog`): a table (`column` empty) or column the loader
@@ -95,6 +97,8 @@ pub struct FolderPlan {
     pub changes: Vec<String>,
     pub catalog: Vec<CatalogRow>,
     pub tables: Vec<TablePlan>,
+    /// A full resync may remove at most this share of a table's rows (`--max-resync-removal`).
+    pub max_removal_percent: u32,
 }
 
 /// Why a CSV cannot be loaded (the caller adds the folder).
@@ -146,15 +150,36 @@ pub fn columns_to_classify(
         .collect()
 }
 
+/// What the loader may write to, beyond the folder itself.
+#[derive(Clone, Debug, Default)]
+pub struct PlanContext {
+    pub dialect: Dialect,
+    pub policy: SchemaPolicy,
+    /// Tables the loader's catalog says it created or adopted.
+    pub catalog: BTreeSet<String>,
+    /// Existing tables the user lets the loader write to (`--adopt-table`).
+    pub adopt: BTreeSet<String>,
+}
+
+impl PlanContext {
+    /// The loader writes only to tables it owns: the GIM model's, custom user-data tables, and those
+    /// its catalog lists (created by it, or adopted).
+    fn owns(&self, table: &str) -> bool {
+        crate::schema::model().table(table).is_some()
+            || target::is_custom_user_data_table(table)
+            || self.catalog.contains(table)
+    }
+}
+
 /// Plans one folder: checks every name, decides the target table of each CSV and the schema changes
 /// it needs. `classes` holds, per table, the value classes of [`columns_to_classify`].
 pub fn plan_folder(
     entries: &[CsvEntry],
     existing: &BTreeMap<String, Table>,
     classes: &BTreeMap<String, ValueClasses>,
-    dialect: Dialect,
-    policy: SchemaPolicy,
+    ctx: &PlanContext,
 ) -> Result<FolderPlan, Refusal> {
+    let (dialect, policy) = (ctx.dialect, ctx.policy);
     let mut plan = FolderPlan::default();
     let mut seen_tables = HashSet::new();
     for e in entries {
@@ -171,6 +196,26 @@ pub fn plan_folder(
         let none = ValueClasses::new();
         let values = classes.get(&e.table).unwrap_or(&none);
         let primary_key = match existing.get(&e.table) {
+            Some(t) if !ctx.owns(&e.table) => {
+                if !ctx.adopt.contains(&e.table) {
+                    return Err(refuse(
+                        &e.table,
+                        format!(
+                            "the target has a table {} that the loader did not create and that is not a GIM table: refused (to let folders write to it, adopt it: load --adopt-table {})",
+                            e.table, e.table
+                        ),
+                    ));
+                }
+                plan.changes
+                    .push(format!("adopted table {} (--adopt-table)", e.table));
+                plan.catalog.push(CatalogRow {
+                    table: e.table.clone(),
+                    column: String::new(),
+                    sql_type: String::new(),
+                    origin: "adopted",
+                });
+                plan_existing(e, t, values, dialect, policy, &mut plan)?
+            }
             Some(t) => plan_existing(e, t, values, dialect, policy, &mut plan)?,
             None => plan_new(e, values, dialect, policy, &mut plan)?,
         };
@@ -184,6 +229,24 @@ pub fn plan_folder(
             .into_iter()
             .find(|c| e.header.iter().any(|h| h == c))
             .map(String::from);
+        let column_types = e
+            .header
+            .iter()
+            .map(|c| {
+                plan.catalog
+                    .iter()
+                    .rev()
+                    .find(|r| r.table == e.table && r.column == *c)
+                    .map(|r| r.sql_type.clone())
+                    .or_else(|| {
+                        existing
+                            .get(&e.table)
+                            .and_then(|t| t.column(c))
+                            .map(|x| x.sql_type.clone())
+                    })
+                    .unwrap_or_default()
+            })
+            .collect();
         plan.tables.push(TablePlan {
             table: e.table.clone(),
             entry: e.entry.clone(),
@@ -192,6 +255,7 @@ pub fn plan_folder(
             version_column,
             expected_sha1: e.sha1.clone(),
             remove_missing: false,
+            column_types,
         });
     }
     Ok(plan)
@@ -451,6 +515,80 @@ fn plan_new(
     Ok(key)
 }
 
+/// What a value must be to go into a column of a declared type, checked by targets that would
+/// otherwise take anything (SQLite stores any value in any column): the same refusals PostgreSQL makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldRule {
+    Integer,
+    Decimal,
+    MaxChars(usize),
+    Any,
+}
+
+impl FieldRule {
+    /// The rule of a declared type (`INTEGER`, `NUMERIC(10,2)`, `VARCHAR(255)`, `numeric(19,0)`...).
+    pub fn of(declared: &str) -> FieldRule {
+        let d = declared.trim().to_ascii_uppercase();
+        let size = || {
+            d.split_once('(').and_then(|(_, r)| {
+                r.trim_end_matches(')')
+                    .split(',')
+                    .next()?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+        };
+        if d.contains("INT") {
+            FieldRule::Integer
+        } else if d.starts_with("NUMERIC") || d.starts_with("DECIMAL") {
+            match d
+                .split_once('(')
+                .map(|(_, r)| r.contains(',') && !r.contains(",0"))
+            {
+                Some(false) => FieldRule::Integer,
+                _ => FieldRule::Decimal,
+            }
+        } else if d.starts_with("VARCHAR") || d.starts_with("CHAR") || d.starts_with("CHARACTER") {
+            size().map_or(FieldRule::Any, FieldRule::MaxChars)
+        } else {
+            FieldRule::Any
+        }
+    }
+
+    /// Why `value` (non-empty) does not fit, if it does not.
+    pub fn check(self, value: &str) -> Result<(), String> {
+        let ok = match self {
+            FieldRule::Integer => value.parse::<i64>().is_ok(),
+            FieldRule::Decimal => {
+                value.parse::<i64>().is_ok() || Inferred::of(value) == Inferred::Numeric
+            }
+            FieldRule::MaxChars(n) => value.chars().count() <= n,
+            FieldRule::Any => true,
+        };
+        if ok {
+            return Ok(());
+        }
+        let shown: String = value.chars().take(40).collect();
+        let more = if value.chars().count() > 40 {
+            "..."
+        } else {
+            ""
+        };
+        Err(match self {
+            FieldRule::Integer => format!("{shown:?}{more} is not an integer"),
+            FieldRule::Decimal => format!("{shown:?}{more} is not a number"),
+            FieldRule::MaxChars(n) => {
+                format!(
+                    "a value of {} characters is longer than the column's {n}",
+                    value.chars().count()
+                )
+            }
+            FieldRule::Any => unreachable!(),
+        })
+    }
+}
+
 /// The primary key of a table the target and the model do not know: the one the folder's
 /// extracted.xml gives; else `<table>_key`, `<table>_id`, `id`, in that order, if the CSV has it;
 /// else the first column. Returns it with the rule that chose it.
@@ -567,6 +705,16 @@ mod tests {
     use super::*;
     use crate::db::{Column, ColumnKind};
 
+    fn ctx(dialect: Dialect, policy: SchemaPolicy) -> PlanContext {
+        PlanContext {
+            dialect,
+            policy,
+            // The tests' unknown tables are ones the loader made.
+            catalog: ["x_fact".to_string()].into(),
+            ..Default::default()
+        }
+    }
+
     fn entry(table: &str, header: &[&str]) -> CsvEntry {
         CsvEntry {
             entry: format!("{table}.csv"),
@@ -611,8 +759,7 @@ mod tests {
             std::slice::from_ref(&e),
             &BTreeMap::new(),
             &classes,
-            Dialect::Postgres,
-            SchemaPolicy::Evolve,
+            &ctx(Dialect::Postgres, SchemaPolicy::Evolve),
         )
         .unwrap();
         assert_eq!(p.tables[0].primary_key, vec!["x_fact_key"]);
@@ -630,14 +777,35 @@ mod tests {
             &[e],
             &BTreeMap::new(),
             &classes,
-            Dialect::Postgres,
-            SchemaPolicy::Freeze,
+            &ctx(Dialect::Postgres, SchemaPolicy::Freeze),
         )
         .unwrap_err();
         assert!(
             frozen.reason.contains("freeze") && frozen.table == "x_fact",
             "{frozen:?}"
         );
+    }
+
+    #[test]
+    fn field_rules_refuse_what_the_declared_type_cannot_hold() {
+        assert_eq!(FieldRule::of("INTEGER"), FieldRule::Integer);
+        assert_eq!(FieldRule::of("numeric(19,0)"), FieldRule::Integer);
+        assert_eq!(FieldRule::of("NUMERIC(10,2)"), FieldRule::Decimal);
+        assert_eq!(FieldRule::of("NUMERIC"), FieldRule::Decimal);
+        assert_eq!(FieldRule::of("VARCHAR(3)"), FieldRule::MaxChars(3));
+        assert_eq!(FieldRule::of("TEXT"), FieldRule::Any);
+        assert!(FieldRule::Integer.check("-12").is_ok());
+        assert!(FieldRule::Integer
+            .check("1.5")
+            .unwrap_err()
+            .contains("not an integer"));
+        assert!(FieldRule::Decimal.check("-1.5").is_ok());
+        assert!(FieldRule::Decimal.check("x").is_err());
+        assert!(FieldRule::MaxChars(3).check("äöü").is_ok());
+        assert!(FieldRule::MaxChars(3)
+            .check("abcd")
+            .unwrap_err()
+            .contains("4 characters"));
     }
 
     #[test]
@@ -675,8 +843,7 @@ mod tests {
             std::slice::from_ref(&e),
             &existing,
             &classes,
-            Dialect::Postgres,
-            SchemaPolicy::Evolve,
+            &ctx(Dialect::Postgres, SchemaPolicy::Evolve),
         )
         .unwrap();
         assert_eq!(
@@ -689,11 +856,29 @@ mod tests {
             &[e],
             &existing,
             &classes,
-            Dialect::Postgres,
-            SchemaPolicy::Evolve,
+            &ctx(Dialect::Postgres, SchemaPolicy::Evolve),
         )
         .unwrap();
         assert!(p.ddl.is_empty(), "{:?}", p.ddl);
+    }
+
+    #[test]
+    fn an_existing_table_the_loader_does_not_own_is_refused_unless_adopted() {
+        let existing = BTreeMap::from([(
+            "adv_private".to_string(),
+            table(
+                "adv_private",
+                &[("id", "integer"), ("create_audit_key", "integer")],
+                "id",
+            ),
+        )]);
+        let e = entry("adv_private", &["id", "create_audit_key"]);
+        let mut c = ctx(Dialect::Sqlite, SchemaPolicy::Evolve);
+        let r = plan_folder(std::slice::from_ref(&e), &existing, &BTreeMap::new(), &c).unwrap_err();
+        assert!(r.reason.contains("--adopt-table adv_private"), "{r:?}");
+        c.adopt.insert("adv_private".into());
+        let p = plan_folder(&[e], &existing, &BTreeMap::new(), &c).unwrap();
+        assert_eq!(p.catalog[0].origin, "adopted");
     }
 
     #[test]
@@ -703,8 +888,7 @@ mod tests {
             &[e],
             &BTreeMap::new(),
             &BTreeMap::new(),
-            Dialect::Sqlite,
-            SchemaPolicy::Evolve,
+            &ctx(Dialect::Sqlite, SchemaPolicy::Evolve),
         )
         .unwrap_err();
         assert!(r.reason.contains("loader's own"), "{r:?}");
@@ -713,8 +897,7 @@ mod tests {
             &[a.clone(), a],
             &BTreeMap::new(),
             &BTreeMap::new(),
-            Dialect::Sqlite,
-            SchemaPolicy::Evolve,
+            &ctx(Dialect::Sqlite, SchemaPolicy::Evolve),
         )
         .unwrap_err();
         assert!(r.reason.contains("two CSVs"), "{r:?}");
@@ -723,8 +906,7 @@ mod tests {
             &[no_audit],
             &BTreeMap::new(),
             &BTreeMap::new(),
-            Dialect::Sqlite,
-            SchemaPolicy::Evolve,
+            &ctx(Dialect::Sqlite, SchemaPolicy::Evolve),
         )
         .unwrap_err();
         assert!(r.reason.contains("not a GIM table"), "{r:?}");

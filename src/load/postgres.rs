@@ -10,9 +10,9 @@ use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Row};
 
 use super::{
-    check_loaded_sha1, merge_sql, plan::FolderPlan, remove_missing_sql, schema_changes_json,
-    stage_columns, stream_csv, LedgerEntry, Removed, TablePlan, TargetLocked, CATALOG_UPSERT,
-    LEDGER_SELECT, LEDGER_UPSERT,
+    check_loaded_sha1, check_removal, merge_sql, plan::FolderPlan, remove_missing_sql,
+    removed_json, schema_changes_json, stage_columns, stream_csv, LedgerEntry, LoadRefused,
+    Removed, TablePlan, TargetLocked, CATALOG_UPSERT, LEDGER_SELECT, LEDGER_UPSERT,
 };
 use crate::db::{self, DbError, DbUrl, Table};
 use crate::package::checkpoint;
@@ -56,6 +56,14 @@ impl PgTarget {
             .await
             .map_err(|e| DbError::query(&self.url, "changing the target schema", e))?;
         Ok(())
+    }
+
+    /// The first column of every row of `sql`, as text.
+    pub async fn strings(&self, sql: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar::<_, String>(sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| DbError::query(&self.url, "reading the loader's catalog", e))?)
     }
 
     pub async fn tables(&self) -> Result<Vec<Table>> {
@@ -130,25 +138,59 @@ impl PgTarget {
             .execute(&mut *tx)
             .await
             .map_err(err(&what))?;
+            // What the folder holds that PostgreSQL refuses (a bad number, a value too long, an empty
+            // key) is a refusal of the folder, not a database failure.
+            let content = |e: sqlx::Error| -> anyhow::Error {
+                match &e {
+                    sqlx::Error::Database(d)
+                        if d.code()
+                            .is_some_and(|c| c.starts_with("22") || c.starts_with("23")) =>
+                    {
+                        let at = d
+                            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                            .and_then(|p| p.r#where())
+                            .map(|w| format!(" ({w})"))
+                            .unwrap_or_default();
+                        LoadRefused::Table {
+                            folder: entry.folder.clone(),
+                            table: plan.table.clone(),
+                            reason: format!("{}{at}", d.message()),
+                        }
+                        .into()
+                    }
+                    _ => err(&what)(e).into(),
+                }
+            };
             let (mut chunks, hasher) = stream_csv(zip_path, &plan.entry, encoding);
-            {
+            let copied: Result<u64> = async {
                 let mut copy = tx
                     .copy_in_raw(&format!(
                         "COPY gx_stage ({cols}) FROM STDIN WITH (FORMAT csv, HEADER true)"
                     ))
                     .await
-                    .map_err(err(&what))?;
+                    .map_err(content)?;
                 while let Some(chunk) = chunks.recv().await {
-                    copy.send(chunk).await.map_err(err(&what))?;
+                    copy.send(chunk).await.map_err(content)?;
                     checkpoint();
                 }
-                let n = copy.finish().await.map_err(err(&what))?;
-                rows.insert(plan.table.clone(), n);
+                copy.finish().await.map_err(content)
             }
-            let digest = hasher
-                .await
-                .context("CSV reader thread failed")?
-                .with_context(|| format!("reading {}", plan.entry))?;
+            .await;
+            drop(chunks);
+            // A zip entry that cannot be read whole (bad CRC, a method we do not read, a lying
+            // size) is the folder's fault too; it explains a failed COPY better than the COPY does.
+            let digest = match hasher.await.context("CSV reader thread failed")? {
+                Ok(d) => d,
+                Err(e) => {
+                    return Err(LoadRefused::Table {
+                        folder: entry.folder.clone(),
+                        table: plan.table.clone(),
+                        reason: format!("cannot read zip entry {}: {e:#}", plan.entry),
+                    }
+                    .into())
+                }
+            };
+            rows.insert(plan.table.clone(), copied?);
             check_loaded_sha1(&entry.folder, plan, &digest)?;
             // Exports hold each key once: merge as staged, and sort out duplicates only when
             // PostgreSQL finds some (cardinality_violation) in a file made by other hands.
@@ -168,20 +210,44 @@ impl PgTarget {
                     ))
                     .execute(&mut *tx)
                     .await
-                    .map_err(err(&what))?;
+                    .map_err(content)?;
                 }
-                Err(e) => return Err(err(&what)(e).into()),
+                Err(e) => return Err(content(e)),
             }
             sqlx::raw_sql("RELEASE SAVEPOINT gx_merge")
                 .execute(&mut *tx)
                 .await
                 .map_err(err(&what))?;
             if plan.remove_missing {
+                // Statistics for both sides first: without them the planner sees an empty stage
+                // and a target as small as before its load, and picks a nested loop whose cost grows
+                // with rows x rows; with them it takes a hash anti-join.
+                sqlx::raw_sql(&format!(
+                    "ANALYZE gx_stage; ANALYZE {}",
+                    db::quote_ident(&plan.table)
+                ))
+                .execute(&mut *tx)
+                .await
+                .map_err(err(&what))?;
+                let total: i64 = sqlx::query_scalar(&format!(
+                    "SELECT count(*) FROM {}",
+                    db::quote_ident(&plan.table)
+                ))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(err(&what))?;
                 let gone = sqlx::query(&remove_missing_sql(plan, "gx_stage"))
                     .execute(&mut *tx)
                     .await
                     .map_err(err(&what))?
                     .rows_affected();
+                check_removal(
+                    &entry.folder,
+                    &plan.table,
+                    gone,
+                    total as u64,
+                    schema.max_removal_percent,
+                )?;
                 removed.insert(plan.table.clone(), gone);
             }
             sqlx::raw_sql("DROP TABLE gx_stage")
@@ -196,6 +262,7 @@ impl PgTarget {
                 .await
                 .map_err(err(&format!("emptying table {table}")))?
                 .rows_affected();
+            check_removal(&entry.folder, table, gone, gone, schema.max_removal_percent)?;
             removed.insert(table.clone(), gone);
         }
         sqlx::query(&numbered(
@@ -211,6 +278,7 @@ impl PgTarget {
         .bind(entry.zip_sha1.as_deref())
         .bind(i64::from(entry.generation))
         .bind(schema_changes_json(schema))
+        .bind(removed_json(&removed))
         .execute(&mut *tx)
         .await
         .map_err(err("writing the ledger"))?;

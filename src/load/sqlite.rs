@@ -10,9 +10,10 @@ use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
 
 use super::{
-    check_loaded_sha1, merge_sql, open_csv, plan::FolderPlan, remove_missing_sql,
-    schema_changes_json, stage_columns, LedgerEntry, LoadRefused, Removed, TablePlan, TargetLocked,
-    CATALOG_UPSERT, LEDGER_SELECT, LEDGER_UPSERT,
+    check_loaded_sha1, check_removal, merge_sql, open_csv,
+    plan::{FieldRule, FolderPlan},
+    remove_missing_sql, removed_json, schema_changes_json, stage_columns, LedgerEntry, LoadRefused,
+    Removed, TablePlan, TargetLocked, CATALOG_UPSERT, LEDGER_SELECT, LEDGER_UPSERT,
 };
 use crate::db::{self, DbError, DbUrl, Table};
 use crate::package::checkpoint;
@@ -70,6 +71,14 @@ impl SqliteTarget {
             .await
             .map_err(|e| DbError::query(&self.url, "changing the target schema", e))?;
         Ok(())
+    }
+
+    /// The first column of every row of `sql`, as text.
+    pub async fn strings(&self, sql: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar::<_, String>(sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| DbError::query(&self.url, "reading the loader's catalog", e))?)
     }
 
     pub async fn tables(&self) -> Result<Vec<Table>> {
@@ -147,7 +156,11 @@ impl SqliteTarget {
                 )
             };
             let full_batch_sql = insert(batch_rows);
-            let mut raw = open_csv(&mut zip, &plan.entry)?;
+            let mut raw = open_csv(&mut zip, &plan.entry).map_err(|e| LoadRefused::Table {
+                folder: entry.folder.clone(),
+                table: plan.table.clone(),
+                reason: format!("cannot read zip entry {}: {e:#}", plan.entry),
+            })?;
             let mut csv = csv::ReaderBuilder::new()
                 .has_headers(true)
                 .from_reader(crate::encoding::decoding_reader(&mut raw, encoding));
@@ -169,6 +182,13 @@ impl SqliteTarget {
             if header != plan.columns {
                 return Err(refused("the header changed while loading".into()).into());
             }
+            let rules: Vec<FieldRule> =
+                plan.column_types.iter().map(|t| FieldRule::of(t)).collect();
+            let is_key: Vec<bool> = plan
+                .columns
+                .iter()
+                .map(|c| plan.primary_key.contains(c))
+                .collect();
             let mut batch: Vec<csv::StringRecord> = Vec::with_capacity(batch_rows);
             let mut seq: i64 = 0;
             let mut records = csv.records();
@@ -187,6 +207,25 @@ impl SqliteTarget {
                             plan.columns.len()
                         ))
                         .into());
+                    }
+                    // SQLite stores anything anywhere: refuse what PostgreSQL would.
+                    let line = rec.position().map_or(0, |p| p.line());
+                    for (i, f) in rec.iter().enumerate() {
+                        if f.is_empty() {
+                            if is_key[i] {
+                                return Err(refused(format!(
+                                    "line {line}: primary-key column {} is empty",
+                                    plan.columns[i]
+                                ))
+                                .into());
+                            }
+                        } else if let Err(why) = rules[i].check(f) {
+                            return Err(refused(format!(
+                                "line {line}, column {} ({}): {why}",
+                                plan.columns[i], plan.column_types[i]
+                            ))
+                            .into());
+                        }
                     }
                     batch.push(rec);
                 }
@@ -232,11 +271,25 @@ impl SqliteTarget {
                 .execute(&mut *tx)
                 .await
                 .map_err(err(&what))?;
+                let total: i64 = sqlx::query_scalar(&format!(
+                    "SELECT count(*) FROM main.{}",
+                    db::quote_ident(&plan.table)
+                ))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(err(&what))?;
                 let gone = sqlx::query(&remove_missing_sql(plan, "gx_stage"))
                     .execute(&mut *tx)
                     .await
                     .map_err(err(&what))?
                     .rows_affected();
+                check_removal(
+                    &entry.folder,
+                    &plan.table,
+                    gone,
+                    total as u64,
+                    schema.max_removal_percent,
+                )?;
                 removed.insert(plan.table.clone(), gone);
             }
             sqlx::raw_sql("DROP TABLE temp.gx_stage")
@@ -251,6 +304,7 @@ impl SqliteTarget {
                 .await
                 .map_err(err(&format!("emptying table {table}")))?
                 .rows_affected();
+            check_removal(&entry.folder, table, gone, gone, schema.max_removal_percent)?;
             removed.insert(table.clone(), gone);
         }
         sqlx::query(&LEDGER_UPSERT.replace("NOW_TS", "strftime('%Y-%m-%d %H:%M:%f', 'now')"))
@@ -264,6 +318,7 @@ impl SqliteTarget {
             .bind(entry.zip_sha1.as_deref())
             .bind(i64::from(entry.generation))
             .bind(schema_changes_json(schema))
+            .bind(removed_json(&removed))
             .execute(&mut *tx)
             .await
             .map_err(err("writing the ledger"))?;

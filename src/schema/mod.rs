@@ -112,6 +112,7 @@ columns = [
   "CHAIN_GENERATION integer",
   "APPLY_SEQ bigint",
   "SCHEMA_CHANGES text",
+  "REMOVED_COUNTS text",
 ]
 
 [[table]]
