@@ -1209,6 +1209,7 @@ CREATE TABLE IF NOT EXISTS gim_export_ledger (
     apply_seq                        bigint,
     schema_changes                   text,
     removed_counts                   text,
+    restart_after_audit_key          numeric(19),
     PRIMARY KEY (folder)
 );
 ALTER TABLE gim_export_ledger ADD COLUMN IF NOT EXISTS hwm_from_audit_key numeric(19);
@@ -1223,3 +1224,4 @@ ALTER TABLE gim_export_ledger ADD COLUMN IF NOT EXISTS chain_generation integer;
 ALTER TABLE gim_export_ledger ADD COLUMN IF NOT EXISTS apply_seq bigint;
 ALTER TABLE gim_export_ledger ADD COLUMN IF NOT EXISTS schema_changes text;
 ALTER TABLE gim_export_ledger ADD COLUMN IF NOT EXISTS removed_counts text;
+ALTER TABLE gim_export_ledger ADD COLUMN IF NOT EXISTS restart_after_audit_key numeric(19);

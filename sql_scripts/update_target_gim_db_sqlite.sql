@@ -773,5 +773,6 @@ CREATE TABLE IF NOT EXISTS gim_export_ledger (
     apply_seq                        INTEGER,
     schema_changes                   TEXT,
     removed_counts                   TEXT,
+    restart_after_audit_key          INTEGER,
     PRIMARY KEY (folder)
 );

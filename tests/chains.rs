@@ -98,8 +98,25 @@ fn start_date_on_a_chain_needs_restart_which_starts_a_new_chain_the_loader_appli
     assert!(!w.join("out/.gim-export.restart.json").exists());
     w.run(&["verify", "--input", "out"]);
 
-    // The loader applies the new chain over the old one.
-    let o = w.run(&["load", "--input", "out", "--target", &tgt]);
+    // The loader applies the new chain over the old one, when told to: a generation switch is
+    // refused until then, naming what it would replace, and nothing of it is applied.
+    let o = w.run_code(
+        &mut w.command(&["load", "--input", "out", "--target", &tgt]),
+        5,
+    );
+    assert!(
+        stderr(&o).contains("--accept-restart") && stderr(&o).contains("generation 1"),
+        "{}",
+        stderr(&o)
+    );
+    let o = w.run(&[
+        "load",
+        "--input",
+        "out",
+        "--target",
+        &tgt,
+        "--accept-restart",
+    ]);
     assert!(stdout(&o).contains("applied"), "{}", stdout(&o));
     assert_eq!(
         query_one(
@@ -131,7 +148,14 @@ fn start_date_on_a_chain_needs_restart_which_starts_a_new_chain_the_loader_appli
         }
     }
     let fresh = w.sqlite_url("fresh.db");
-    w.run(&["load", "--input", "inbox", "--target", &fresh]);
+    w.run(&[
+        "load",
+        "--input",
+        "inbox",
+        "--target",
+        &fresh,
+        "--accept-restart",
+    ]);
     assert_eq!(dump_target(&fresh), dump_target(&tgt));
 }
 
@@ -214,7 +238,14 @@ fn reexport_last_replaces_the_tail_and_loads_over_what_was_loaded() {
     w.run(&["verify", "--input", "out"]);
 
     // Folder names can repeat the replaced ones; the loader tells them apart by their checksum.
-    let o = w.run(&["load", "--input", "out", "--target", &tgt]);
+    let o = w.run(&[
+        "load",
+        "--input",
+        "out",
+        "--target",
+        &tgt,
+        "--accept-restart",
+    ]);
     let applied = stdout(&o).matches("applied export_").count();
     assert_eq!(applied, regen.len(), "{}", stdout(&o));
     assert_eq!(
@@ -231,7 +262,14 @@ fn reexport_last_replaces_the_tail_and_loads_over_what_was_loaded() {
 
     // The whole target equals a fresh load of the new chain.
     let fresh = w.sqlite_url("fresh.db");
-    w.run(&["load", "--input", "out", "--target", &fresh]);
+    w.run(&[
+        "load",
+        "--input",
+        "out",
+        "--target",
+        &fresh,
+        "--accept-restart",
+    ]);
     assert_eq!(dump_target(&fresh), dump_target(&tgt));
 
     // Nothing to re-export on an empty directory.
@@ -308,7 +346,14 @@ fn full_resync_removes_rows_deleted_at_the_source() {
     // Emptying a table is more than the default cap on what a resync may remove: refused, nothing
     // of the folder applied, until the operator says the source really lost those rows.
     let o = w.run_code(
-        &mut w.command(&["load", "--input", "out", "--target", &tgt]),
+        &mut w.command(&[
+            "load",
+            "--input",
+            "out",
+            "--target",
+            &tgt,
+            "--accept-restart",
+        ]),
         5,
     );
     let err = stderr(&o);
@@ -328,6 +373,7 @@ fn full_resync_removes_rows_deleted_at_the_source() {
         &tgt,
         "--max-resync-removal",
         "100",
+        "--accept-restart",
     ]);
     let removed = query_one(
         &tgt,

@@ -269,7 +269,7 @@ fn a_forged_full_resync_cannot_empty_the_ledger_or_more_than_the_cap() {
             &folders,
             &dir,
             target,
-            &[],
+            &["--accept-restart"],
             &[&folders[1], "gim_export_ledger", "does not own"],
         );
     });
@@ -281,7 +281,7 @@ fn a_forged_full_resync_cannot_empty_the_ledger_or_more_than_the_cap() {
             &folders,
             &dir,
             target,
-            &[],
+            &["--accept-restart"],
             &[&folders[1], absent, "--max-resync-removal"],
         );
     });
@@ -493,4 +493,86 @@ fn a_bad_crc_is_a_refusal_with_the_same_exit_code_on_both_targets() {
             &[&folders[1], "interaction_fact"],
         );
     });
+}
+
+#[test]
+fn a_forged_restart_is_refused_or_if_accepted_cannot_silently_strand_the_genuine_chain() {
+    let w = Workdir::new("hostile-restart");
+    let folders = exported(&w, 68);
+    assert!(folders.len() >= 3, "{folders:?}");
+    let first = ExportMetadata::from_xml(
+        &fs::read_to_string(
+            w.join("out")
+                .join(&folders[0])
+                .join(format!("{}.extracted.xml", folders[0])),
+        )
+        .unwrap(),
+        &folders[0],
+    )
+    .unwrap();
+    let forge = |after: gim_export::audit::HighWaterMark| {
+        move |f: &Path| {
+            edit_xml(f, |m| {
+                m.generation = 1;
+                m.restart = Some(Restart {
+                    kind: RestartKind::Reexport,
+                    after,
+                });
+            })
+        }
+    };
+    // Claims to replace a chain that ended before what the target holds: refused even when accepted.
+    let dir = crafted(&w, "restart-inconsistent", &folders, forge(first.hwm_from));
+    on_both_targets(&w, "rs_incons", |target| {
+        refused_unchanged(
+            &w,
+            &folders,
+            &dir,
+            target,
+            &["--accept-restart"],
+            &[&folders[1], "does not fit"],
+        );
+    });
+    // Fits, but nobody asked for a restart: refused, naming both generations.
+    let dir = crafted(&w, "restart-forged", &folders, forge(first.hwm_to));
+    on_both_targets(&w, "rs_forged", |target| {
+        refused_unchanged(
+            &w,
+            &folders,
+            &dir,
+            target,
+            &[],
+            &[&folders[1], "generation 1", "--accept-restart"],
+        );
+    });
+    // Accepted by mistake: the genuine chain's next folder then stops the load loudly (exit 5, both
+    // chains named), never "nothing to do".
+    let target = w.sqlite_url("rs_accepted.db");
+    w.run(&[
+        "load",
+        "--input",
+        &format!("out/{}", folders[0]),
+        "--target",
+        &target,
+    ]);
+    w.run(&[
+        "load",
+        "--input",
+        &format!("{dir}/{}", folders[1]),
+        "--target",
+        &target,
+        "--accept-restart",
+    ]);
+    let o = w.run_code(
+        &mut w.command(&["load", "--input", "out", "--target", &target]),
+        REFUSED,
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains("forged")
+            && err.contains("generation 0")
+            && err.contains("generation 1")
+            && err.contains(&folders[1]),
+        "{err}"
+    );
 }

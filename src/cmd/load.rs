@@ -61,6 +61,13 @@ pub struct Args {
     #[arg(long, value_name = "PERCENT", env = "GIM_EXPORT_MAX_RESYNC_REMOVAL", default_value_t = 50,
           value_parser = clap::value_parser!(u32).range(0..=100))]
     pub max_resync_removal: u32,
+    /// Apply the first folder of a restarted chain (export --restart, --reexport-last,
+    /// --full-resync: a new chain generation) over what the target holds. Without it such a folder
+    /// stops the load (exit 5) with what it would replace: a generation switch replaces the chain the
+    /// target follows, so it is accepted only when asked for (a folder's writer may not be the
+    /// sender). A restart that does not fit what the target holds is refused either way.
+    #[arg(long, env = "GIM_EXPORT_ACCEPT_RESTART")]
+    pub accept_restart: bool,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
@@ -77,6 +84,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             .filter(|t| !t.is_empty())
             .collect(),
         max_resync_removal: args.max_resync_removal,
+        accept_restart: args.accept_restart,
     };
     let report = load::run(&config).await?;
     // The model's tables on one line (a new target gets them all); each added column on its own.

@@ -36,6 +36,8 @@ pub struct LoadConfig {
     pub adopt_tables: BTreeSet<String>,
     /// A full resync may remove at most this share (percent) of a table's rows.
     pub max_resync_removal: u32,
+    /// Apply the first folder of a restarted chain (a new chain generation) over what the target holds.
+    pub accept_restart: bool,
 }
 
 /// One applied export.
@@ -78,6 +80,7 @@ macro_rules! ledger_entry {
                 let g: i64 = $r.try_get(7)?;
                 u32::try_from(g).unwrap_or(0)
             },
+            restart_after: $r.try_get(8)?,
         }
     };
 }
@@ -94,26 +97,29 @@ pub struct LedgerEntry {
     pub zip_sha1: Option<String>,
     /// The chain the export belongs to (0 before any restart).
     pub generation: u32,
+    /// On the first export of a restarted chain: the audit key the chain it replaced had reached.
+    pub restart_after: Option<i64>,
 }
 
 /// The ledger's columns in the order [`ledger_entry!`] reads them, ordered as the exports were applied.
 pub const LEDGER_SELECT: &str =
     "SELECT folder, hwm_from_audit_key, hwm_from_created_ts, hwm_to_audit_key, \
-     hwm_to_created_ts, max_data_ts, zip_sha1, COALESCE(chain_generation, 0) \
+     hwm_to_created_ts, max_data_ts, zip_sha1, COALESCE(chain_generation, 0), restart_after_audit_key \
      FROM gim_export_ledger ORDER BY (apply_seq IS NOT NULL), apply_seq, folder";
 
 /// Records an applied export (replacing the row of an earlier export of the same name, which a
 /// restarted chain supersedes). Placeholders `?`; PostgreSQL's backend renumbers them.
 pub const LEDGER_UPSERT: &str = "INSERT INTO gim_export_ledger (folder, hwm_from_audit_key, hwm_from_created_ts, \
      hwm_to_audit_key, hwm_to_created_ts, max_data_ts, row_counts, loaded_at, zip_sha1, chain_generation, apply_seq, \
-     schema_changes, removed_counts) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, NOW_TS, ?, ?, (SELECT COALESCE(MAX(apply_seq), 0) + 1 FROM gim_export_ledger), ?, ?) \
+     schema_changes, removed_counts, restart_after_audit_key) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, NOW_TS, ?, ?, (SELECT COALESCE(MAX(apply_seq), 0) + 1 FROM gim_export_ledger), ?, ?, ?) \
      ON CONFLICT (folder) DO UPDATE SET hwm_from_audit_key = excluded.hwm_from_audit_key, \
      hwm_from_created_ts = excluded.hwm_from_created_ts, hwm_to_audit_key = excluded.hwm_to_audit_key, \
      hwm_to_created_ts = excluded.hwm_to_created_ts, max_data_ts = excluded.max_data_ts, \
      row_counts = excluded.row_counts, loaded_at = excluded.loaded_at, zip_sha1 = excluded.zip_sha1, \
      chain_generation = excluded.chain_generation, apply_seq = excluded.apply_seq, \
-     schema_changes = excluded.schema_changes, removed_counts = excluded.removed_counts";
+     schema_changes = excluded.schema_changes, removed_counts = excluded.removed_counts, \
+     restart_after_audit_key = excluded.restart_after_audit_key";
 
 /// Records a table or column the loader created, added or widened (placeholders `?`).
 pub const CATALOG_UPSERT: &str =
@@ -162,6 +168,37 @@ pub enum LoadRefused {
         last: i64,
         last_ts: i64,
         last_folder: String,
+    },
+    #[error(
+        "{folder}: not applied: it starts chain generation {generation} ({kind}) in place of generation {old_generation}, which the target follows up to {last_folder}; a restart is accepted only when asked for: check that the sender restarted its chain, then load with --accept-restart"
+    )]
+    RestartNotAccepted {
+        folder: String,
+        kind: String,
+        generation: u32,
+        old_generation: u32,
+        last_folder: String,
+    },
+    #[error(
+        "{folder}: not applied: it claims to start chain generation {generation} after audit key {after}, but the target already holds up to audit key {last} ({last_folder}): a restart that does not fit what the target holds (forged, or from another sender)"
+    )]
+    RestartInconsistent {
+        folder: String,
+        generation: u32,
+        after: i64,
+        last: i64,
+        last_folder: String,
+    },
+    #[error(
+        "{folder}: not applied: it belongs to chain generation {generation} and reaches audit key {reaches}, past audit key {replaced_up_to} where generation {current} (started by {restart_folder}) replaced that chain; the target follows generation {current}: one of the two chains is not the sender's (a forged restart, or folders from another sender)"
+    )]
+    OlderChainContinues {
+        folder: String,
+        generation: u32,
+        reaches: i64,
+        current: u32,
+        restart_folder: String,
+        replaced_up_to: i64,
     },
     #[error("--from {0}: no such export folder in the input")]
     FromNotFound(String),
@@ -439,7 +476,7 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
         if !check.is_ok() {
             return Err(LoadRefused::Damaged {
                 folder: name.clone(),
-                problems: check.problems.join("; "),
+                problems: summarize(&check.problems),
             }
             .into());
         }
@@ -507,14 +544,41 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
             max_data_ts: meta.max_data_ts,
             zip_sha1,
             generation: meta.generation,
+            restart_after: meta.restart.map(|r| r.after.audit_key),
         };
         if let (Some(r), Some(l)) = (&meta.restart, &last) {
-            info!(
+            // A generation switch is rare and replaces what the target follows: it must be asked
+            // for, and it must fit what the target holds.
+            if r.after.audit_key < l.hwm_to.audit_key
+                || (r.after.audit_key == l.hwm_to.audit_key
+                    && r.after.created_ts != l.hwm_to.created_ts)
+            {
+                return Err(LoadRefused::RestartInconsistent {
+                    folder: name.clone(),
+                    generation: meta.generation,
+                    after: r.after.audit_key,
+                    last: l.hwm_to.audit_key,
+                    last_folder: l.folder.clone(),
+                }
+                .into());
+            }
+            if !config.accept_restart {
+                return Err(LoadRefused::RestartNotAccepted {
+                    folder: name.clone(),
+                    kind: r.kind.as_str().to_string(),
+                    generation: meta.generation,
+                    old_generation: l.generation,
+                    last_folder: l.folder.clone(),
+                }
+                .into());
+            }
+            warn!(
                 folder = %name,
                 kind = r.kind.as_str(),
                 generation = meta.generation,
-                replaces_from = %l.folder,
-                "a restarted chain: applied over what the target holds"
+                replaces_generation = l.generation,
+                replaces_after = %l.folder,
+                "a restarted chain replaces the one the target followed (--accept-restart)"
             );
         }
         let started = std::time::Instant::now();
@@ -549,6 +613,16 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
 
     // What is left could not be placed after the target's last export.
     let tip = last.as_ref();
+    let restarts: Vec<LedgerEntry> = {
+        let mut r: Vec<LedgerEntry> = target
+            .ledger()
+            .await?
+            .into_iter()
+            .filter(|e| e.restart_after.is_some())
+            .collect();
+        r.sort_by_key(|e| e.generation);
+        r
+    };
     let mut blocking: Option<LoadRefused> = None;
     for c in &candidates {
         let refusal = match (&c.meta, tip) {
@@ -559,14 +633,31 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
                     problems: if check.problems.is_empty() {
                         "its metadata cannot be read".into()
                     } else {
-                        check.problems.join("; ")
+                        summarize(&check.problems)
                     },
                 })
             }
             (Some(m), Some(t)) if m.generation < t.generation => {
-                info!(folder = %c.name, "replaced by a restarted chain: skipped");
-                report.superseded.push(c.name.clone());
-                None
+                // A folder of a chain a restart replaced is expected (an inbox keeps them); one that
+                // goes past where that chain was replaced means one of the chains is not genuine.
+                let restart = restarts.iter().find(|r| r.generation > m.generation);
+                match restart.and_then(|r| r.restart_after.map(|a| (r, a))) {
+                    Some((r, after)) if m.hwm_to.audit_key > after => {
+                        Some(LoadRefused::OlderChainContinues {
+                            folder: c.name.clone(),
+                            generation: m.generation,
+                            reaches: m.hwm_to.audit_key,
+                            current: t.generation,
+                            restart_folder: r.folder.clone(),
+                            replaced_up_to: after,
+                        })
+                    }
+                    _ => {
+                        info!(folder = %c.name, "replaced by a restarted chain: skipped");
+                        report.superseded.push(c.name.clone());
+                        None
+                    }
+                }
             }
             (Some(m), Some(t))
                 if m.generation == t.generation && m.hwm_to.audit_key <= t.hwm_to.audit_key =>
@@ -684,7 +775,12 @@ async fn plan_folder_load(
     let zip_path = zip_path.to_path_buf();
     let folder_name = folder.to_string();
     tokio::task::spawn_blocking(move || -> Result<plan::FolderPlan> {
-        let mut entries = read_headers(&zip_path, encoding)?;
+        // A zip whose entries cannot be read (an unsupported method, a bad CRC) is the folder's fault.
+        let damaged = |e: anyhow::Error| LoadRefused::Damaged {
+            folder: folder_name.clone(),
+            problems: format!("{e:#}"),
+        };
+        let mut entries = read_headers(&zip_path, encoding).map_err(damaged)?;
         for e in &mut entries {
             e.xml_key = xml_keys.get(&e.table).cloned().unwrap_or_default();
         }
@@ -695,7 +791,8 @@ async fn plan_folder_load(
                 classes.insert(
                     e.table.clone(),
                     classify(&zip_path, e, &columns, encoding)
-                        .with_context(|| format!("{folder_name}: reading {}", e.entry))?,
+                        .with_context(|| format!("reading {}", e.entry))
+                        .map_err(damaged)?,
                 );
             }
         }
@@ -709,6 +806,17 @@ async fn plan_folder_load(
         })
     })
     .await?
+}
+
+/// A folder's problems on one line: the first ten, then how many more (a crafted zip of 300,000
+/// entries must not make a 39 MB message).
+pub fn summarize(problems: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut text = problems[..problems.len().min(SHOWN)].join("; ");
+    if problems.len() > SHOWN {
+        text.push_str(&format!("; and {} more problem(s)", problems.len() - SHOWN));
+    }
+    text
 }
 
 /// The widest class of the values of `columns` in one CSV (a column with no value: `None`).
@@ -771,12 +879,15 @@ fn read_headers(
         let mut sha = String::new();
         zip.by_name(&sha_entry)?.read_to_string(&mut sha)?;
         let (digest, _) = crate::format::parse_sha1_line(&sha, entry)?;
-        let file = zip.by_name(entry)?;
+        let file = zip
+            .by_name(entry)
+            .with_context(|| format!("entry {entry}"))?;
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .from_reader(crate::encoding::decoding_reader(file, encoding));
         let header: Vec<String> = reader
-            .headers()?
+            .headers()
+            .with_context(|| format!("entry {entry}: its header"))?
             .iter()
             .map(|h| h.trim().to_ascii_lowercase())
             .collect();

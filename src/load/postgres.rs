@@ -81,7 +81,8 @@ impl PgTarget {
                 .replace(
                     "zip_sha1, COALESCE(chain_generation, 0)",
                     "zip_sha1::text, COALESCE(chain_generation, 0)::bigint",
-                ),
+                )
+                .replace("restart_after_audit_key", "restart_after_audit_key::bigint"),
         )
         .fetch_all(&self.pool)
         .await
@@ -279,6 +280,7 @@ impl PgTarget {
         .bind(i64::from(entry.generation))
         .bind(schema_changes_json(schema))
         .bind(removed_json(&removed))
+        .bind(entry.restart_after)
         .execute(&mut *tx)
         .await
         .map_err(err("writing the ledger"))?;

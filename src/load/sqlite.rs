@@ -319,6 +319,7 @@ impl SqliteTarget {
             .bind(i64::from(entry.generation))
             .bind(schema_changes_json(schema))
             .bind(removed_json(&removed))
+            .bind(entry.restart_after)
             .execute(&mut *tx)
             .await
             .map_err(err("writing the ledger"))?;

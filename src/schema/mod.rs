@@ -113,6 +113,7 @@ columns = [
   "APPLY_SEQ bigint",
   "SCHEMA_CHANGES text",
   "REMOVED_COUNTS text",
+  "RESTART_AFTER_AUDIT_KEY numeric(19)",
 ]
 
 [[table]]
