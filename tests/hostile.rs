@@ -576,3 +576,122 @@ fn a_forged_restart_is_refused_or_if_accepted_cannot_silently_strand_the_genuine
         "{err}"
     );
 }
+
+#[test]
+fn zip_bombs_long_fields_and_miscounted_rows_are_refused() {
+    let w = Workdir::new("hostile-limits");
+    let folders = exported(&w, 69);
+    // 24 MB of one repeated row: far more than real data compresses.
+    let dir = crafted(&w, "bomb", &folders, |f| {
+        tamper::rewrite(f, Fix::All, |entries| {
+            let mut csv = b"bomb_fact_key,create_audit_key\n".to_vec();
+            csv.extend(std::iter::repeat_n(b"1,1\n".iter().copied(), 6_000_000).flatten());
+            entries.push(("bomb_fact.csv".into(), csv));
+        })
+    });
+    on_both_targets(&w, "bomb", |target| {
+        refused_unchanged(
+            &w,
+            &folders,
+            &dir,
+            target,
+            &[],
+            &[&folders[1], "bomb_fact.csv", "--max-zip-ratio"],
+        );
+    });
+    // A field longer than the limit (set low here; 16 MiB by default).
+    let dir = crafted(&w, "long-field", &folders, |f| {
+        set_field(f, "interaction_fact.csv", 1, "subject", &"y".repeat(5000))
+    });
+    on_both_targets(&w, "longfield", |target| {
+        refused_unchanged(
+            &w,
+            &folders,
+            &dir,
+            target,
+            &["--max-field-bytes", "4096"],
+            &[&folders[1], "interaction_fact", "--max-field-bytes"],
+        );
+    });
+    // A row count that is not the one the folder declares.
+    let dir = crafted(&w, "miscount", &folders, |f| {
+        edit_xml(f, |m| {
+            let t = m
+                .tables
+                .iter_mut()
+                .find(|t| t.name == "interaction_fact")
+                .unwrap();
+            t.rows += 1;
+        })
+    });
+    on_both_targets(&w, "miscount", |target| {
+        refused_unchanged(
+            &w,
+            &folders,
+            &dir,
+            target,
+            &[],
+            &[&folders[1], "interaction_fact", "declares"],
+        );
+    });
+}
+
+#[test]
+fn a_changed_copy_of_an_applied_folder_is_refused_and_a_late_commit_with_a_lower_key_still_wins() {
+    let w = Workdir::new("hostile-replay");
+    let folders = exported(&w, 70);
+    // The chain decides: folder 2 carries a row of folder 1 again, changed, with a LOWER
+    // update_audit_key (a run that started earlier and committed later). It must win.
+    let (_, tables2) = read_folder(&w.join("out").join(&folders[0]));
+    let f2 = &tables2["interaction_fact"];
+    let row = f2.rows[0].clone();
+    let (id, uak) = (f2.col("interaction_id"), f2.col("update_audit_key"));
+    let lower = (row[uak].parse::<i64>().unwrap() - 1).to_string();
+    let dir = crafted(&w, "late", &folders, |_| {});
+    tamper::rewrite_entry(
+        &w.join(&dir).join(&folders[1]),
+        "interaction_fact.csv",
+        |csv| {
+            let mut text = String::from_utf8(csv.to_vec()).unwrap();
+            let mut changed = row.clone();
+            changed[uak] = lower.clone();
+            changed[f2.col("subject")] = "written last".into();
+            let mut out = csv::Writer::from_writer(Vec::new());
+            out.write_record(&changed).unwrap();
+            text.push_str(&String::from_utf8(out.into_inner().unwrap()).unwrap());
+            text.into_bytes()
+        },
+    );
+    for target in [w.sqlite_url("late.db"), PgDb::new("late").url()] {
+        w.run(&["load", "--input", &dir, "--target", &target]);
+        assert_eq!(
+            query_one(
+                &target,
+                &format!(
+                    "SELECT subject FROM interaction_fact WHERE interaction_id = {}",
+                    row[id]
+                )
+            ),
+            "written last",
+            "{target}"
+        );
+    }
+    // A copy of an applied folder whose zip is other bytes (same name, same chain) is refused by
+    // name, not skipped, and changes nothing.
+    let dir = crafted(&w, "replay", &folders, |f| {
+        tamper::rewrite(f, Fix::All, |_| {})
+    });
+    let target = w.sqlite_url("replay.db");
+    w.run(&["load", "--input", "out", "--target", &target]);
+    let before = snapshot(&target);
+    let o = w.run_code(
+        &mut w.command(&["load", "--input", &dir, "--target", &target]),
+        REFUSED,
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains(&folders[1]) && err.contains("already applied"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&target), before);
+}

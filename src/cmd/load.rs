@@ -68,6 +68,28 @@ pub struct Args {
     /// sender). A restart that does not fit what the target holds is refused either way.
     #[arg(long, env = "GIM_EXPORT_ACCEPT_RESTART")]
     pub accept_restart: bool,
+    /// Refuse a folder with a CSV field longer than this many bytes (memory stays bounded whatever
+    /// a folder holds).
+    #[arg(long, value_name = "BYTES", env = "GIM_EXPORT_MAX_FIELD_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_field_bytes: u64,
+    /// Refuse a folder with a CSV whose size is more than this many times its compressed size (a zip
+    /// bomb); real exports compress 5 to 20 times.
+    #[arg(
+        long,
+        value_name = "RATIO",
+        env = "GIM_EXPORT_MAX_ZIP_RATIO",
+        default_value_t = 200
+    )]
+    pub max_zip_ratio: u64,
+    /// Refuse a CSV of more rows than this when its folder declares no row count (folders of this
+    /// exporter declare them, and the count must then match exactly).
+    #[arg(
+        long,
+        value_name = "ROWS",
+        env = "GIM_EXPORT_MAX_ROWS",
+        default_value_t = 100_000_000
+    )]
+    pub max_rows: u64,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
@@ -85,6 +107,11 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             .collect(),
         max_resync_removal: args.max_resync_removal,
         accept_restart: args.accept_restart,
+        limits: crate::load::LoadLimits {
+            max_field_bytes: args.max_field_bytes,
+            max_zip_ratio: args.max_zip_ratio,
+            max_rows: args.max_rows,
+        },
     };
     let report = load::run(&config).await?;
     // The model's tables on one line (a new target gets them all); each added column on its own.

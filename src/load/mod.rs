@@ -38,6 +38,7 @@ pub struct LoadConfig {
     pub max_resync_removal: u32,
     /// Apply the first folder of a restarted chain (a new chain generation) over what the target holds.
     pub accept_restart: bool,
+    pub limits: LoadLimits,
 }
 
 /// One applied export.
@@ -199,6 +200,14 @@ pub enum LoadRefused {
         current: u32,
         restart_folder: String,
         replaced_up_to: i64,
+    },
+    #[error(
+        "{folder}: not applied: a folder of this name and chain was already applied with zip SHA-1 {applied}, and this copy's zip is {found}: it is not the folder the target holds (a replayed or altered copy); remove it from the input"
+    )]
+    ChangedReplay {
+        folder: String,
+        applied: String,
+        found: String,
     },
     #[error("--from {0}: no such export folder in the input")]
     FromNotFound(String),
@@ -434,6 +443,19 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
         let meta = ExportName::parse(name).and_then(|n| crate::outdir::read_meta(path, &n).ok());
         let zip_sha1 = read_zip_sha1(path, name);
         if let Some(done) = applied.get(name.as_str()) {
+            // The same name in the same chain with other bytes is not the folder the target holds:
+            // a replay (an older version put back) or a forgery. (A restarted chain may reuse a name:
+            // its generation differs.)
+            if let (Some(sha), Some(m)) = (&done.zip_sha1, &meta) {
+                if m.generation == done.generation && zip_sha1.as_ref() != Some(sha) {
+                    return Err(LoadRefused::ChangedReplay {
+                        folder: name.clone(),
+                        applied: sha.clone(),
+                        found: zip_sha1.clone().unwrap_or_else(|| "none".into()),
+                    }
+                    .into());
+                }
+            }
             let same = match &done.zip_sha1 {
                 None => true, // applied before the ledger kept checksums
                 Some(sha) => {
@@ -498,6 +520,7 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
             plan_folder_load(&target, &zip_path, &name, &meta, encoding, config).await?;
         let mut folder_plan = folder_plan;
         folder_plan.max_removal_percent = config.max_resync_removal;
+        folder_plan.limits = config.limits;
         let mut plans = folder_plan.tables.clone();
         for p in &mut plans {
             p.remove_missing = full.is_some_and(|f| f.contains(&p.table));
@@ -772,6 +795,12 @@ async fn plan_folder_load(
         .iter()
         .map(|t| (t.name.to_ascii_lowercase(), t.key.clone()))
         .collect();
+    let xml_rows: BTreeMap<String, u64> = meta
+        .tables
+        .iter()
+        .map(|t| (t.name.to_ascii_lowercase(), t.rows))
+        .collect();
+    let limits = config.limits;
     let zip_path = zip_path.to_path_buf();
     let folder_name = folder.to_string();
     tokio::task::spawn_blocking(move || -> Result<plan::FolderPlan> {
@@ -780,9 +809,10 @@ async fn plan_folder_load(
             folder: folder_name.clone(),
             problems: format!("{e:#}"),
         };
-        let mut entries = read_headers(&zip_path, encoding).map_err(damaged)?;
+        let mut entries = read_headers(&zip_path, encoding, &limits).map_err(damaged)?;
         for e in &mut entries {
             e.xml_key = xml_keys.get(&e.table).cloned().unwrap_or_default();
+            e.xml_rows = xml_rows.get(&e.table).copied();
         }
         let mut classes = BTreeMap::new();
         for e in &entries {
@@ -859,6 +889,7 @@ fn classify(
 fn read_headers(
     zip_path: &Path,
     encoding: &'static encoding_rs::Encoding,
+    limits: &LoadLimits,
 ) -> Result<Vec<plan::CsvEntry>> {
     let mut zip = zip::ZipArchive::new(std::fs::File::open(zip_path)?)?;
     let mut out = Vec::new();
@@ -882,6 +913,18 @@ fn read_headers(
         let file = zip
             .by_name(entry)
             .with_context(|| format!("entry {entry}"))?;
+        if file.size()
+            > limits
+                .max_zip_ratio
+                .saturating_mul(file.compressed_size().max(1))
+        {
+            anyhow::bail!(
+                "entry {entry}: {} bytes compressed into {} is more than --max-zip-ratio {} to 1 (a zip bomb?)",
+                file.size(),
+                file.compressed_size(),
+                limits.max_zip_ratio
+            );
+        }
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .from_reader(crate::encoding::decoding_reader(file, encoding));
@@ -897,6 +940,7 @@ fn read_headers(
             header,
             sha1: digest,
             xml_key: Vec::new(),
+            xml_rows: None,
         });
     }
     out.sort_by(|a, b| a.table.cmp(&b.table));
@@ -909,6 +953,7 @@ pub fn stream_csv(
     zip_path: &Path,
     entry: &str,
     encoding: &'static encoding_rs::Encoding,
+    max_field_bytes: u64,
 ) -> (
     tokio::sync::mpsc::Receiver<Vec<u8>>,
     tokio::task::JoinHandle<Result<String>>,
@@ -919,6 +964,7 @@ pub fn stream_csv(
         let mut zip = zip::ZipArchive::new(std::fs::File::open(&zip_path)?)?;
         let mut raw = open_csv(&mut zip, &entry)?;
         let mut reader = crate::encoding::decoding_reader(&mut raw, encoding);
+        let mut meter = FieldMeter::default();
         loop {
             let mut buf = vec![0u8; 256 * 1024];
             let mut filled = 0;
@@ -933,6 +979,10 @@ pub fn stream_csv(
                 break;
             }
             buf.truncate(filled);
+            meter.feed(&buf);
+            if meter.longest > max_field_bytes {
+                anyhow::bail!("a field is longer than {max_field_bytes} bytes (--max-field-bytes)");
+            }
             if tx.blocking_send(buf).is_err() {
                 break; // the loader stopped; it reports its own error
             }
@@ -948,8 +998,111 @@ pub fn stream_csv(
 pub fn open_csv<'a>(
     zip: &'a mut zip::ZipArchive<std::fs::File>,
     entry: &str,
-) -> Result<HashingReader<zip::read::ZipFile<'a, std::fs::File>>> {
-    Ok(HashingReader::new(zip.by_name(entry)?))
+) -> Result<HashingReader<DeclaredSize<zip::read::ZipFile<'a, std::fs::File>>>> {
+    let file = zip.by_name(entry)?;
+    let declared = file.size();
+    Ok(HashingReader::new(DeclaredSize {
+        inner: file,
+        declared,
+        read: 0,
+    }))
+}
+
+/// A zip entry's reader that fails when the entry gives more bytes than its header declares (a lying
+/// size must not let a small zip turn into gigabytes).
+pub struct DeclaredSize<R> {
+    inner: R,
+    declared: u64,
+    read: u64,
+}
+
+impl<R: Read> Read for DeclaredSize<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.declared {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the entry holds more than the {} bytes its header declares",
+                    self.declared
+                ),
+            ));
+        }
+        Ok(n)
+    }
+}
+
+/// Limits on what one folder may make the loader read (a zip bomb, a field of gigabytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadLimits {
+    /// Bytes in one CSV field.
+    pub max_field_bytes: u64,
+    /// A CSV's uncompressed size over its compressed size.
+    pub max_zip_ratio: u64,
+    /// Rows in one CSV when the folder's XML declares no count for it (when it does, the count must
+    /// match exactly).
+    pub max_rows: u64,
+}
+
+impl Default for LoadLimits {
+    fn default() -> Self {
+        LoadLimits {
+            max_field_bytes: 16 * 1024 * 1024,
+            max_zip_ratio: 200,
+            max_rows: 100_000_000,
+        }
+    }
+}
+
+/// Checks a table's loaded row count against what the folder declared, or the undeclared limit.
+pub fn check_rows(folder: &str, plan: &TablePlan, rows: u64, limits: &LoadLimits) -> Result<()> {
+    let reason = match plan.declared_rows {
+        Some(d) if d != rows => Some(format!(
+            "it holds {rows} rows but the folder's extracted.xml declares {d}"
+        )),
+        None if rows > limits.max_rows => Some(format!(
+            "it holds more than {} rows (--max-rows) and the folder declares no count",
+            limits.max_rows
+        )),
+        _ => None,
+    };
+    match reason {
+        Some(reason) => Err(LoadRefused::Table {
+            folder: folder.to_string(),
+            table: plan.table.clone(),
+            reason,
+        }
+        .into()),
+        None => Ok(()),
+    }
+}
+
+/// Tracks the longest field in CSV bytes as they pass (quotes toggle; commas and newlines outside
+/// quotes end a field), across any split of the input.
+#[derive(Debug, Default)]
+pub struct FieldMeter {
+    in_quotes: bool,
+    current: u64,
+    pub longest: u64,
+}
+
+impl FieldMeter {
+    pub fn feed(&mut self, buf: &[u8]) {
+        for &b in buf {
+            match b {
+                b'"' => self.in_quotes = !self.in_quotes,
+                b',' | b'\n' if !self.in_quotes => {
+                    self.longest = self.longest.max(self.current);
+                    self.current = 0;
+                    continue;
+                }
+                _ => {}
+            }
+            self.current += 1;
+        }
+        self.longest = self.longest.max(self.current);
+    }
 }
 
 /// Refuses a full resync (rolling it back) that would remove more than `max_percent` of a table's

@@ -56,6 +56,8 @@ pub struct CsvEntry {
     pub sha1: String,
     /// The primary key the folder's extracted.xml gives for it (lower case), if any.
     pub xml_key: Vec<String>,
+    /// The row count the folder's extracted.xml declares for it, if any.
+    pub xml_rows: Option<u64>,
 }
 
 /// What applying one table needs.
@@ -74,6 +76,8 @@ pub struct TablePlan {
     pub remove_missing: bool,
     /// The target's declared type of each column (as `columns`), after this folder's changes.
     pub column_types: Vec<String>,
+    /// The row count the folder's extracted.xml declares for this CSV, if any.
+    pub declared_rows: Option<u64>,
 }
 
 /// A row of the loader's catalog (`gim_export_catalog`): a table (`column` empty) or column the loader
@@ -99,6 +103,7 @@ pub struct FolderPlan {
     pub tables: Vec<TablePlan>,
     /// A full resync may remove at most this share of a table's rows (`--max-resync-removal`).
     pub max_removal_percent: u32,
+    pub limits: super::LoadLimits,
 }
 
 /// Why a CSV cannot be loaded (the caller adds the folder).
@@ -256,6 +261,7 @@ pub fn plan_folder(
             expected_sha1: e.sha1.clone(),
             remove_missing: false,
             column_types,
+            declared_rows: e.xml_rows,
         });
     }
     Ok(plan)
@@ -722,6 +728,7 @@ mod tests {
             header: header.iter().map(|s| s.to_string()).collect(),
             sha1: "x".into(),
             xml_key: Vec::new(),
+            xml_rows: None,
         }
     }
 

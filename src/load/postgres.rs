@@ -10,7 +10,7 @@ use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Row};
 
 use super::{
-    check_loaded_sha1, check_removal, merge_sql, plan::FolderPlan, remove_missing_sql,
+    check_loaded_sha1, check_removal, check_rows, merge_sql, plan::FolderPlan, remove_missing_sql,
     removed_json, schema_changes_json, stage_columns, stream_csv, LedgerEntry, LoadRefused,
     Removed, TablePlan, TargetLocked, CATALOG_UPSERT, LEDGER_SELECT, LEDGER_UPSERT,
 };
@@ -162,7 +162,12 @@ impl PgTarget {
                     _ => err(&what)(e).into(),
                 }
             };
-            let (mut chunks, hasher) = stream_csv(zip_path, &plan.entry, encoding);
+            let (mut chunks, hasher) = stream_csv(
+                zip_path,
+                &plan.entry,
+                encoding,
+                schema.limits.max_field_bytes,
+            );
             let copied: Result<u64> = async {
                 let mut copy = tx
                     .copy_in_raw(&format!(
@@ -191,8 +196,10 @@ impl PgTarget {
                     .into())
                 }
             };
-            rows.insert(plan.table.clone(), copied?);
+            let n = copied?;
             check_loaded_sha1(&entry.folder, plan, &digest)?;
+            check_rows(&entry.folder, plan, n, &schema.limits)?;
+            rows.insert(plan.table.clone(), n);
             // Exports hold each key once: merge as staged, and sort out duplicates only when
             // PostgreSQL finds some (cardinality_violation) in a file made by other hands.
             sqlx::raw_sql("SAVEPOINT gx_merge")

@@ -10,7 +10,7 @@ use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
 
 use super::{
-    check_loaded_sha1, check_removal, merge_sql, open_csv,
+    check_loaded_sha1, check_removal, check_rows, merge_sql, open_csv,
     plan::{FieldRule, FolderPlan},
     remove_missing_sql, removed_json, schema_changes_json, stage_columns, LedgerEntry, LoadRefused,
     Removed, TablePlan, TargetLocked, CATALOG_UPSERT, LEDGER_SELECT, LEDGER_UPSERT,
@@ -211,6 +211,13 @@ impl SqliteTarget {
                     // SQLite stores anything anywhere: refuse what PostgreSQL would.
                     let line = rec.position().map_or(0, |p| p.line());
                     for (i, f) in rec.iter().enumerate() {
+                        if f.len() as u64 > schema.limits.max_field_bytes {
+                            return Err(refused(format!(
+                                "line {line}, column {}: a field is longer than {} bytes (--max-field-bytes)",
+                                plan.columns[i], schema.limits.max_field_bytes
+                            ))
+                            .into());
+                        }
                         if f.is_empty() {
                             if is_key[i] {
                                 return Err(refused(format!(
@@ -253,6 +260,7 @@ impl SqliteTarget {
             drop(records);
             drop(csv);
             check_loaded_sha1(&entry.folder, plan, &raw.hex())?;
+            check_rows(&entry.folder, plan, seq as u64, &schema.limits)?;
             rows.insert(plan.table.clone(), seq as u64);
             sqlx::raw_sql(&merge_sql(plan, "gx_stage", true, "rowid"))
                 .execute(&mut *tx)
