@@ -14,6 +14,7 @@ mod export_format;
 mod follow;
 mod golden;
 mod hostile;
+mod hostile_source;
 mod load;
 mod load_crash;
 mod load_refusals;
