@@ -194,6 +194,17 @@ pub async fn run(config: &ExportConfig) -> Result<ExportReport> {
     result
 }
 
+/// Removes a staging directory when dropped, unless disarmed (set to `None`) once published.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
 /// The source has a table that no receiver could load; the user must fix or exclude it (exit 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -539,6 +550,9 @@ async fn export_window(
     };
     let started = std::time::Instant::now();
     let staging = out.staging(&name)?;
+    // A failed run (a full disk, a database error) removes what it staged, freeing the space;
+    // a killed one leaves it for the next run to clean.
+    let mut unstage = RemoveOnDrop(Some(staging.clone()));
     let style = ZipStyle::new(config.compression_level, window.max_data_ts);
     let ranges: Arc<Vec<(i64, i64)>> = Arc::new(window.key_ranges.clone());
 
@@ -642,6 +656,7 @@ async fn export_window(
         .context("folder writer panicked")??;
     }
     let folder = out.publish(&staging, &name)?;
+    unstage.0 = None;
     out.record_state(&meta)?;
 
     let rows: u64 = meta.tables.iter().map(|t| t.rows).sum();

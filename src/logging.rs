@@ -7,6 +7,23 @@ use std::sync::OnceLock;
 use tracing_subscriber::EnvFilter;
 
 static PROGRESS: AtomicBool = AtomicBool::new(false);
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Logs are JSON lines (`--log-format json`): a failure is then reported as one of them.
+pub fn json_enabled() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+/// Reports the error that ends a run, once: a JSON log line with `--log-format json` (so a log
+/// pipeline sees it, and nothing unparsable lands between its lines), else `gim-export: error: ...`.
+pub fn report_failure(err: &anyhow::Error) {
+    if json_enabled() {
+        let _span = root_span().entered();
+        tracing::error!(error = %format!("{err:#}"), "failed");
+    } else {
+        eprintln!("gim-export: error: {err:#}");
+    }
+}
 static BARS: OnceLock<indicatif::MultiProgress> = OnceLock::new();
 
 /// The progress bars of this process (drawn only when [`progress_enabled`]).
@@ -44,6 +61,7 @@ pub enum LogFormat {
 
 /// Installs the subscriber. `GIM_EXPORT_LOG` (an env-filter, e.g. `debug`) overrides `default_level`.
 pub fn init(format: LogFormat, default_level: &str) {
+    JSON.store(format == LogFormat::Json, Ordering::Relaxed);
     let wanted = std::env::var("GIM_EXPORT_PROGRESS").map_or(true, |v| v != "0" && v != "false");
     PROGRESS.store(
         wanted
@@ -73,5 +91,7 @@ pub fn init(format: LogFormat, default_level: &str) {
 /// The span every log line of a run is inside: a fixed `gim-export` prefix on a terminal, a
 /// `"span":{"name":"gim-export"}` field in JSON, for log pipelines to pick the lines out.
 pub fn root_span() -> tracing::Span {
-    tracing::info_span!("gim-export")
+    // At error level: a span is filtered like an event, and this one must stay on every line
+    // whatever GIM_EXPORT_LOG lets through.
+    tracing::error_span!("gim-export")
 }

@@ -28,7 +28,7 @@ fn main() {
     let code = match cmd::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("gim-export: error: {err:#}");
+            gim_export::logging::report_failure(&err);
             ExitCode::of(&err)
         }
     };

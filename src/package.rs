@@ -34,6 +34,62 @@ pub fn checkpoint() {
     }
 }
 
+/// A writer that, once a write has failed, drops what comes after and keeps the first error.
+///
+/// The zip writer finalizes itself when dropped after a failure (a full disk) and prints what went
+/// wrong straight to stderr, past the logger; behind this wrapper that last attempt writes nowhere
+/// and succeeds quietly, and the first error is the one reported.
+pub struct QuietAfterError<W: Write> {
+    inner: W,
+    failed: Option<io::ErrorKind>,
+}
+
+impl<W: Write> QuietAfterError<W> {
+    pub fn new(inner: W) -> Self {
+        QuietAfterError {
+            inner,
+            failed: None,
+        }
+    }
+    /// The inner writer, or the error that poisoned it.
+    pub fn into_inner(self) -> io::Result<W> {
+        match self.failed {
+            None => Ok(self.inner),
+            Some(kind) => Err(io::Error::new(kind, "an earlier write failed")),
+        }
+    }
+}
+
+impl<W: Write> Write for QuietAfterError<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.failed.is_some() {
+            return Ok(buf.len());
+        }
+        self.inner
+            .write(buf)
+            .inspect_err(|e| self.failed = Some(e.kind()))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if self.failed.is_some() {
+            return Ok(());
+        }
+        self.inner
+            .flush()
+            .inspect_err(|e| self.failed = Some(e.kind()))
+    }
+}
+
+impl<W: Write + io::Seek> io::Seek for QuietAfterError<W> {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        if self.failed.is_some() {
+            return Ok(0);
+        }
+        self.inner
+            .seek(pos)
+            .inspect_err(|e| self.failed = Some(e.kind()))
+    }
+}
+
 /// How entries are written into the zip.
 #[derive(Clone, Copy, Debug)]
 pub struct ZipStyle {
@@ -148,7 +204,10 @@ pub fn write_table_part(
     let PartShape { table, header, key } = shape;
     let file_name = format::csv_file_name(table);
     let file = File::create(part_path).map_err(|e| with_path(e, part_path))?;
-    let mut zip = ZipWriter::new(BufWriter::with_capacity(256 * 1024, file));
+    let mut zip = ZipWriter::new(QuietAfterError::new(BufWriter::with_capacity(
+        256 * 1024,
+        file,
+    )));
     zip.start_file(file_name.as_str(), style.options(true))
         .map_err(zip_io)?;
     let mut out = HashingWriter::new(FixedBlocks::new(zip));
@@ -172,7 +231,10 @@ pub fn write_table_part(
     let (blocks, sha1, bytes) = out.finish();
     let rows = counter.records();
     let writer = blocks.finish()?.finish().map_err(zip_io)?;
-    let file = writer.into_inner().map_err(|e| e.into_error())?;
+    let file = writer
+        .into_inner()?
+        .into_inner()
+        .map_err(|e| e.into_error())?;
     if rows == 0 {
         drop(file);
         fs::remove_file(part_path).map_err(|e| with_path(e, part_path))?;
@@ -205,7 +267,10 @@ pub fn write_folder(
 ) -> io::Result<()> {
     let zip_path = staging.join(name.zip_file());
     let file = File::create(&zip_path).map_err(|e| with_path(e, &zip_path))?;
-    let mut zip = ZipWriter::new(BufWriter::with_capacity(256 * 1024, file));
+    let mut zip = ZipWriter::new(QuietAfterError::new(BufWriter::with_capacity(
+        256 * 1024,
+        file,
+    )));
     let mut sorted: Vec<&TablePart> = parts.iter().collect();
     sorted.sort_by(|a, b| a.summary.file.cmp(&b.summary.file));
     for part in sorted {
@@ -220,6 +285,7 @@ pub fn write_folder(
     let file = zip
         .finish()
         .map_err(zip_io)?
+        .into_inner()?
         .into_inner()
         .map_err(|e| e.into_error())?;
     file.sync_all()?;
@@ -273,7 +339,11 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
         ".{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
     ));
-    write_synced(&tmp, bytes)?;
+    if let Err(e) = write_synced(&tmp, bytes) {
+        // A full disk must not leave a half-written temporary file behind.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     fs::rename(&tmp, path).map_err(|e| with_path(e, path))?;
     sync_dir(dir)
 }

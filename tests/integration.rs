@@ -11,6 +11,7 @@ mod config;
 mod crash;
 mod encoding;
 mod export_format;
+mod failures;
 mod follow;
 mod golden;
 mod hostile;
