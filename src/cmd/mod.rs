@@ -50,6 +50,13 @@ pub struct Cli {
     /// GIM_EXPORT_* environment variables take precedence over it.
     #[arg(long, global = true, env = "GIM_EXPORT_CONFIG", value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
+    /// A PostgreSQL connection that passes no data for this many seconds while rows stream (COPY
+    /// to or from the server) is taken as dead: the run fails with a transient error that
+    /// --max-retries retries, instead of hanging. The server also probes idle clients (TCP
+    /// keepalive after 30 s, 3 probes 10 s apart), so a loader that vanished releases its lock.
+    #[arg(long, global = true, env = "GIM_EXPORT_DB_TIMEOUT", value_name = "SECONDS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub db_timeout: u64,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -75,6 +82,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         "info"
     };
     logging::init(cli.log_format, level);
+    crate::db::set_io_timeout(cli.db_timeout);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -14,6 +14,39 @@ use tokio::sync::mpsc;
 
 use crate::audit::AuditEntry;
 
+static IO_TIMEOUT_SECS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(600);
+
+/// Sets how long a streaming database connection may pass no data before it counts as dead
+/// (`--db-timeout`).
+pub fn set_io_timeout(seconds: u64) {
+    IO_TIMEOUT_SECS.store(seconds.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// See [`set_io_timeout`].
+pub fn io_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(IO_TIMEOUT_SECS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Awaits `fut`, or fails as a dead connection (transient) when it makes no progress within
+/// [`io_timeout`].
+pub async fn within_timeout<T, E>(
+    url: &DbUrl,
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<Result<T, E>, DbError> {
+    tokio::time::timeout(io_timeout(), fut)
+        .await
+        .map_err(|_| DbError::Query {
+            url: url.to_string(),
+            what: what.to_string(),
+            reason: format!(
+                "no data from the server for {} s: the connection seems dead (--db-timeout)",
+                io_timeout().as_secs()
+            ),
+            transient: true,
+        })
+}
+
 /// The SQL dialect of a database URL.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Dialect {

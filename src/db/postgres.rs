@@ -26,9 +26,15 @@ pub struct PgSource {
 /// Connect options from a URL, with a bounded connect time and the session settings the CSV relies on.
 pub fn options(url: &DbUrl) -> Result<PgConnectOptions, DbError> {
     let opts: PgConnectOptions = url.expose().parse().map_err(|e| DbError::connect(url, e))?;
-    Ok(opts
-        .application_name("gim-export")
-        .options([("DateStyle", "ISO"), ("TimeZone", "UTC")]))
+    Ok(opts.application_name("gim-export").options([
+        ("DateStyle", "ISO"),
+        ("TimeZone", "UTC"),
+        // The server notices a client whose network path died (no RST) within about a minute,
+        // ends its session and so releases its locks and snapshot.
+        ("tcp_keepalives_idle", "30"),
+        ("tcp_keepalives_interval", "10"),
+        ("tcp_keepalives_count", "3"),
+    ]))
 }
 
 /// A pool for `url`; connection failures surface within `acquire` seconds.
@@ -162,7 +168,10 @@ impl PgSource {
             // The server sends one message per row: gather them into large chunks.
             let mut stream = tx.copy_out_raw(&sql).await.map_err(err)?;
             let mut buf = BytesMut::with_capacity(CHUNK_BYTES + 4096);
-            while let Some(row) = stream.try_next().await.map_err(err)? {
+            while let Some(row) = super::within_timeout(&self.url, &what, stream.try_next())
+                .await?
+                .map_err(err)?
+            {
                 buf.extend_from_slice(&row);
                 if buf.len() >= CHUNK_BYTES {
                     let full =

@@ -331,7 +331,15 @@ impl Target {
     }
     /// Takes the target for this run, or fails at once with [`TargetLocked`].
     pub async fn lock(&mut self) -> Result<()> {
-        dispatch!(self, t => t.lock().await)
+        let url = self.url().clone();
+        crate::db::within_timeout(&url, "taking the load lock", async {
+            dispatch!(self, t => t.lock().await)
+        })
+        .await?
+    }
+    /// The target's URL (password masked when displayed).
+    pub fn url(&self) -> &DbUrl {
+        dispatch!(self, t => t.url())
     }
     /// Creates the model's tables and adds its columns where the target lacks them (what the target
     /// script does, statement by statement, in one transaction); returns what it changed. A target
@@ -373,20 +381,31 @@ impl Target {
         Ok(changes)
     }
     pub async fn tables(&self) -> Result<Vec<Table>> {
-        dispatch!(self, t => t.tables().await)
+        crate::db::within_timeout(self.url(), "reading the catalog", async {
+            dispatch!(self, t => t.tables().await)
+        })
+        .await?
     }
     pub async fn ledger(&self) -> Result<Vec<LedgerEntry>> {
-        dispatch!(self, t => t.ledger().await)
+        crate::db::within_timeout(self.url(), "reading the ledger", async {
+            dispatch!(self, t => t.ledger().await)
+        })
+        .await?
     }
     /// The tables the loader created or adopted, from its catalog.
     pub async fn catalog_tables(&self) -> Result<BTreeSet<String>> {
         let sql = "SELECT table_name FROM gim_export_catalog WHERE column_name = ''";
-        Ok(dispatch!(self, t => t.strings(sql).await)?
-            .into_iter()
-            .collect())
+        let names = crate::db::within_timeout(self.url(), "reading the loader's catalog", async {
+            dispatch!(self, t => t.strings(sql).await)
+        })
+        .await??;
+        Ok(names.into_iter().collect())
     }
     pub async fn execute(&self, sql: &str) -> Result<()> {
-        dispatch!(self, t => t.execute(sql).await)
+        crate::db::within_timeout(self.url(), "changing the target schema", async {
+            dispatch!(self, t => t.execute(sql).await)
+        })
+        .await?
     }
     /// Applies one export in one transaction, its ledger row included; returns the rows read per table.
     /// `schema` holds the folder's schema changes (run first, in the same transaction) and the

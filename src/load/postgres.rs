@@ -66,6 +66,10 @@ impl PgTarget {
             .map_err(|e| DbError::query(&self.url, "reading the loader's catalog", e))?)
     }
 
+    pub fn url(&self) -> &DbUrl {
+        &self.url
+    }
+
     pub async fn tables(&self) -> Result<Vec<Table>> {
         Ok(db::postgres::read_tables(&self.pool, &self.url).await?)
     }
@@ -105,39 +109,48 @@ impl PgTarget {
         let mut rows = BTreeMap::new();
         let mut removed = Removed::new();
         let err = |what: &str| DbError::on(&self.url, what);
-        let mut tx = self
-            .pool
-            .begin()
-            .await
+        let mut tx = db::within_timeout(&self.url, "starting a transaction", self.pool.begin())
+            .await?
             .map_err(err("starting a transaction"))?;
         // The folder's schema changes first: undone with the rest if anything fails.
         for ddl in &schema.ddl {
-            sqlx::raw_sql(ddl)
-                .execute(&mut *tx)
-                .await
-                .map_err(err("changing the target schema"))?;
+            db::within_timeout(
+                &self.url,
+                "writing to the target",
+                sqlx::raw_sql(ddl).execute(&mut *tx),
+            )
+            .await?
+            .map_err(err("changing the target schema"))?;
         }
         let catalog_sql = numbered(CATALOG_UPSERT);
         for row in &schema.catalog {
-            sqlx::query(&catalog_sql)
-                .bind(&row.table)
-                .bind(&row.column)
-                .bind(&row.sql_type)
-                .bind(row.origin)
-                .bind(&entry.folder)
-                .execute(&mut *tx)
-                .await
-                .map_err(err("writing the loader's catalog"))?;
+            db::within_timeout(
+                &self.url,
+                "writing to the target",
+                sqlx::query(&catalog_sql)
+                    .bind(&row.table)
+                    .bind(&row.column)
+                    .bind(&row.sql_type)
+                    .bind(row.origin)
+                    .bind(&entry.folder)
+                    .execute(&mut *tx),
+            )
+            .await?
+            .map_err(err("writing the loader's catalog"))?;
         }
         for plan in plans {
             let what = format!("loading table {}", plan.table);
             let cols = stage_columns(plan);
-            sqlx::raw_sql(&format!(
-                "CREATE TEMP TABLE gx_stage AS SELECT {cols} FROM {} WITH NO DATA;",
-                db::quote_ident(&plan.table)
-            ))
-            .execute(&mut *tx)
-            .await
+            db::within_timeout(
+                &self.url,
+                "writing to the target",
+                sqlx::raw_sql(&format!(
+                    "CREATE TEMP TABLE gx_stage AS SELECT {cols} FROM {} WITH NO DATA;",
+                    db::quote_ident(&plan.table)
+                ))
+                .execute(&mut *tx),
+            )
+            .await?
             .map_err(err(&what))?;
             // What the folder holds that PostgreSQL refuses (a bad number, a value too long, an empty
             // key) is a refusal of the folder, not a database failure.
@@ -169,17 +182,24 @@ impl PgTarget {
                 schema.limits.max_field_bytes,
             );
             let copied: Result<u64> = async {
-                let mut copy = tx
-                    .copy_in_raw(&format!(
+                let mut copy = db::within_timeout(
+                    &self.url,
+                    &what,
+                    tx.copy_in_raw(&format!(
                         "COPY gx_stage ({cols}) FROM STDIN WITH (FORMAT csv, HEADER true)"
-                    ))
-                    .await
-                    .map_err(content)?;
+                    )),
+                )
+                .await?
+                .map_err(content)?;
                 while let Some(chunk) = chunks.recv().await {
-                    copy.send(chunk).await.map_err(content)?;
+                    db::within_timeout(&self.url, &what, copy.send(chunk))
+                        .await?
+                        .map_err(content)?;
                     checkpoint();
                 }
-                copy.finish().await.map_err(content)
+                db::within_timeout(&self.url, &what, copy.finish())
+                    .await?
+                    .map_err(content)
             }
             .await;
             drop(chunks);
@@ -202,40 +222,57 @@ impl PgTarget {
             rows.insert(plan.table.clone(), n);
             // Exports hold each key once: merge as staged, and sort out duplicates only when
             // PostgreSQL finds some (cardinality_violation) in a file made by other hands.
-            sqlx::raw_sql("SAVEPOINT gx_merge")
-                .execute(&mut *tx)
-                .await
-                .map_err(err(&what))?;
-            match sqlx::raw_sql(&merge_sql(plan, "gx_stage", false, "ctid"))
-                .execute(&mut *tx)
-                .await
+            db::within_timeout(
+                &self.url,
+                "writing to the target",
+                sqlx::raw_sql("SAVEPOINT gx_merge").execute(&mut *tx),
+            )
+            .await?
+            .map_err(err(&what))?;
+            match db::within_timeout(
+                &self.url,
+                "writing to the target",
+                sqlx::raw_sql(&merge_sql(plan, "gx_stage", false, "ctid")).execute(&mut *tx),
+            )
+            .await?
             {
                 Ok(_) => {}
                 Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("21000") => {
-                    sqlx::raw_sql(&format!(
-                        "ROLLBACK TO SAVEPOINT gx_merge; {}",
-                        merge_sql(plan, "gx_stage", true, "ctid")
-                    ))
-                    .execute(&mut *tx)
-                    .await
+                    db::within_timeout(
+                        &self.url,
+                        "writing to the target",
+                        sqlx::raw_sql(&format!(
+                            "ROLLBACK TO SAVEPOINT gx_merge; {}",
+                            merge_sql(plan, "gx_stage", true, "ctid")
+                        ))
+                        .execute(&mut *tx),
+                    )
+                    .await?
                     .map_err(content)?;
                 }
                 Err(e) => return Err(content(e)),
             }
-            sqlx::raw_sql("RELEASE SAVEPOINT gx_merge")
-                .execute(&mut *tx)
-                .await
-                .map_err(err(&what))?;
+            db::within_timeout(
+                &self.url,
+                "writing to the target",
+                sqlx::raw_sql("RELEASE SAVEPOINT gx_merge").execute(&mut *tx),
+            )
+            .await?
+            .map_err(err(&what))?;
             if plan.remove_missing {
                 // Statistics for both sides first: without them the planner sees an empty stage
                 // and a target as small as before its load, and picks a nested loop whose cost grows
                 // with rows x rows; with them it takes a hash anti-join.
-                sqlx::raw_sql(&format!(
-                    "ANALYZE gx_stage; ANALYZE {}",
-                    db::quote_ident(&plan.table)
-                ))
-                .execute(&mut *tx)
-                .await
+                db::within_timeout(
+                    &self.url,
+                    "writing to the target",
+                    sqlx::raw_sql(&format!(
+                        "ANALYZE gx_stage; ANALYZE {}",
+                        db::quote_ident(&plan.table)
+                    ))
+                    .execute(&mut *tx),
+                )
+                .await?
                 .map_err(err(&what))?;
                 let total: i64 = sqlx::query_scalar(&format!(
                     "SELECT count(*) FROM {}",
@@ -244,11 +281,14 @@ impl PgTarget {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(err(&what))?;
-                let gone = sqlx::query(&remove_missing_sql(plan, "gx_stage"))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err(&what))?
-                    .rows_affected();
+                let gone = db::within_timeout(
+                    &self.url,
+                    "writing to the target",
+                    sqlx::query(&remove_missing_sql(plan, "gx_stage")).execute(&mut *tx),
+                )
+                .await?
+                .map_err(err(&what))?
+                .rows_affected();
                 check_removal(
                     &entry.folder,
                     &plan.table,
@@ -258,18 +298,24 @@ impl PgTarget {
                 )?;
                 removed.insert(plan.table.clone(), gone);
             }
-            sqlx::raw_sql("DROP TABLE gx_stage")
-                .execute(&mut *tx)
-                .await
-                .map_err(err(&what))?;
+            db::within_timeout(
+                &self.url,
+                "writing to the target",
+                sqlx::raw_sql("DROP TABLE gx_stage").execute(&mut *tx),
+            )
+            .await?
+            .map_err(err(&what))?;
             checkpoint();
         }
         for table in clear {
-            let gone = sqlx::query(&format!("DELETE FROM {}", db::quote_ident(table)))
-                .execute(&mut *tx)
-                .await
-                .map_err(err(&format!("emptying table {table}")))?
-                .rows_affected();
+            let gone = db::within_timeout(
+                &self.url,
+                "writing to the target",
+                sqlx::query(&format!("DELETE FROM {}", db::quote_ident(table))).execute(&mut *tx),
+            )
+            .await?
+            .map_err(err(&format!("emptying table {table}")))?
+            .rows_affected();
             check_removal(&entry.folder, table, gone, gone, schema.max_removal_percent)?;
             removed.insert(table.clone(), gone);
         }
@@ -292,7 +338,9 @@ impl PgTarget {
         .await
         .map_err(err("writing the ledger"))?;
         checkpoint();
-        tx.commit().await.map_err(err("committing"))?;
+        db::within_timeout(&self.url, "committing", tx.commit())
+            .await?
+            .map_err(err("committing"))?;
         checkpoint();
         Ok((rows, removed))
     }

@@ -81,6 +81,10 @@ impl SqliteTarget {
             .map_err(|e| DbError::query(&self.url, "reading the loader's catalog", e))?)
     }
 
+    pub fn url(&self) -> &DbUrl {
+        &self.url
+    }
+
     pub async fn tables(&self) -> Result<Vec<Table>> {
         Ok(db::sqlite::read_tables(&self.pool, &self.url).await?)
     }
