@@ -585,6 +585,7 @@ async fn export_window(
                 .iter()
                 .map(|k| k.to_ascii_lowercase())
                 .collect();
+            let binary = table.binary_columns();
             let bar = crate::logging::progress_enabled().then(|| table_bar(&lower));
             let writer = tokio::task::spawn_blocking(move || {
                 let r = package::write_table_part(
@@ -593,6 +594,7 @@ async fn export_window(
                         table: &lower,
                         header: &header,
                         key: &key_names,
+                        binary: &binary,
                     },
                     &part_path,
                     style,

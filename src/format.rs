@@ -284,6 +284,9 @@ pub struct TableSummary {
     /// The source's primary key (lower case, key order), written as `key="a,b"`; empty when the
     /// source table has none or the folder did not say (older folders, other writers).
     pub key: Vec<String>,
+    /// Binary columns (lower case), whose values are PostgreSQL hex text (`\x0a1b`); written as
+    /// `binary-hex="a,b"` when there are any.
+    pub binary_hex: Vec<String>,
 }
 
 /// `export_XXX.extracted.xml`.
@@ -426,6 +429,9 @@ impl ExportMetadata {
             if !t.key.is_empty() {
                 e.push_attribute(("key", t.key.join(",").as_str()));
             }
+            if !t.binary_hex.is_empty() {
+                e.push_attribute(("binary-hex", t.binary_hex.join(",").as_str()));
+            }
             let _ = w.write_event(Event::Empty(e));
         }
         let _ = w.write_event(Event::End(BytesEnd::new("tables")));
@@ -540,6 +546,15 @@ impl ExportMetadata {
                         rows: num("rows").map_err(err)?,
                         bytes: num("bytes").map_err(err)?,
                         sha1: get("sha1").map_err(err)?,
+                        binary_hex: m
+                            .get("binary-hex")
+                            .map(|k| {
+                                k.split(',')
+                                    .map(|c| c.trim().to_ascii_lowercase())
+                                    .filter(|c| !c.is_empty())
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
                         key: m
                             .get("key")
                             .map(|k| {
@@ -657,6 +672,7 @@ mod tests {
                 bytes: 120,
                 sha1: "da39a3ee5e6b4b0d3255bfef95601890afd80709".into(),
                 key: vec!["interaction_id".into()],
+                binary_hex: Vec::new(),
             }],
         }
     }

@@ -188,6 +188,8 @@ pub struct PartShape<'a> {
     pub table: &'a str,
     pub header: &'a [String],
     pub key: &'a [String],
+    /// Binary columns, written as hex.
+    pub binary: &'a [String],
 }
 
 /// Receives a table's CSV chunks and writes them, header first, into a one-entry zip at `part_path`,
@@ -201,7 +203,12 @@ pub fn write_table_part(
     mut transcoder: Option<Transcoder>,
     progress: Option<indicatif::ProgressBar>,
 ) -> io::Result<Option<TablePart>> {
-    let PartShape { table, header, key } = shape;
+    let PartShape {
+        table,
+        header,
+        key,
+        binary,
+    } = shape;
     let file_name = format::csv_file_name(table);
     let file = File::create(part_path).map_err(|e| with_path(e, part_path))?;
     let mut zip = ZipWriter::new(QuietAfterError::new(BufWriter::with_capacity(
@@ -250,6 +257,7 @@ pub fn write_table_part(
             bytes,
             sha1,
             key: key.to_vec(),
+            binary_hex: binary.to_vec(),
         },
         part_path: part_path.to_path_buf(),
         replaced: transcoder.map_or(0, |t| t.replaced),

@@ -695,3 +695,50 @@ fn a_changed_copy_of_an_applied_folder_is_refused_and_a_late_commit_with_a_lower
     );
     assert_eq!(snapshot(&target), before);
 }
+
+#[test]
+fn an_entry_whose_header_understates_its_size_is_refused() {
+    let w = Workdir::new("hostile-size");
+    let folders = exported(&w, 71);
+    let dir = crafted(&w, "size", &folders, |f| {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let zip_path = f.join(format!("{name}.zip"));
+        tamper::rewrite(f, Fix::All, |_| {});
+        // The central directory's uncompressed size of interaction_fact.csv, halved.
+        let mut bytes = fs::read(&zip_path).unwrap();
+        let entry = b"interaction_fact.csv";
+        let mut at = 0;
+        let mut patched = false;
+        while let Some(i) = bytes[at..]
+            .windows(4)
+            .position(|w| w == [0x50, 0x4b, 0x01, 0x02])
+        {
+            let h = at + i;
+            let name_len = u16::from_le_bytes([bytes[h + 28], bytes[h + 29]]) as usize;
+            if &bytes[h + 46..h + 46 + name_len] == entry {
+                let size = u32::from_le_bytes(bytes[h + 24..h + 28].try_into().unwrap());
+                bytes[h + 24..h + 28].copy_from_slice(&(size / 2).to_le_bytes());
+                patched = true;
+            }
+            at = h + 4;
+        }
+        assert!(patched);
+        fs::write(&zip_path, &bytes).unwrap();
+        let digest = gim_export::package::sha1_of_file(&zip_path).unwrap();
+        fs::write(
+            f.join(format!("{name}.zip.sha1")),
+            gim_export::format::sha1_line(&digest, &format!("{name}.zip")),
+        )
+        .unwrap();
+    });
+    on_both_targets(&w, "size", |target| {
+        refused_unchanged(
+            &w,
+            &folders,
+            &dir,
+            target,
+            &[],
+            &[&folders[1], "interaction_fact"],
+        );
+    });
+}

@@ -161,7 +161,13 @@ fn text_no_receiver_can_load_stops_the_export_naming_table_key_and_column_and_bl
     exec_sql(&src, "CREATE TABLE blob_fact (blob_fact_key INTEGER PRIMARY KEY, create_audit_key INTEGER, payload BLOB); INSERT INTO blob_fact VALUES (1, 5, X'00FF10')");
     w.run(&["export", "--source", &src, "--output", "out", "--catch-up"]);
     let first = &export_folders(&w.join("out"))[0];
-    let (_, tables) = read_folder(&w.join("out").join(first));
+    let (meta, tables) = read_folder(&w.join("out").join(first));
+    let blob = meta.tables.iter().find(|t| t.name == "blob_fact").unwrap();
+    assert_eq!(
+        blob.binary_hex,
+        vec!["payload".to_string()],
+        "the XML says the column is hex"
+    );
     assert_eq!(
         tables["blob_fact"].rows,
         vec![vec!["1".to_string(), "5".into(), "\\x00ff10".into()]]

@@ -240,6 +240,8 @@ fn reason(e: &sqlx::Error) -> String {
 pub enum ColumnKind {
     Integer,
     Text,
+    /// `bytea` / `BLOB`: written in PostgreSQL's hex form (`\x0a1b`), which the folder's XML says.
+    Binary,
     Other,
 }
 
@@ -301,6 +303,14 @@ impl Table {
     /// Exportable tables carry `CREATE_AUDIT_KEY`.
     pub fn is_exportable(&self) -> bool {
         self.column("create_audit_key").is_some()
+    }
+    /// The binary columns (lower case): their values are written as hex.
+    pub fn binary_columns(&self) -> Vec<String> {
+        self.columns
+            .iter()
+            .filter(|c| c.kind == ColumnKind::Binary)
+            .map(|c| c.name.to_ascii_lowercase())
+            .collect()
     }
     /// The CSV header: lower-case column names in catalog order.
     pub fn header(&self) -> Vec<String> {

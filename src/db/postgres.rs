@@ -288,6 +288,7 @@ pub async fn read_relations(
         let kind = match type_name.as_str() {
             "int2" | "int4" | "int8" => ColumnKind::Integer,
             "varchar" | "bpchar" | "text" => ColumnKind::Text,
+            "bytea" => ColumnKind::Binary,
             _ => ColumnKind::Other,
         };
         tables

@@ -335,6 +335,8 @@ fn kind_of(decl: &str) -> ColumnKind {
         ColumnKind::Integer
     } else if d.contains("CHAR") || d.contains("CLOB") || d.contains("TEXT") {
         ColumnKind::Text
+    } else if d.contains("BLOB") {
+        ColumnKind::Binary
     } else {
         ColumnKind::Other
     }

@@ -1165,3 +1165,29 @@ pub fn check_loaded_sha1(folder: &str, plan: &TablePlan, actual: &str) -> Result
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_list_of_problems_is_summarized_on_one_short_line() {
+        let many: Vec<String> = (0..300_000).map(|i| format!("entry {i} is bad")).collect();
+        let text = summarize(&many);
+        assert!(text.len() < 400, "{}", text.len());
+        assert!(
+            text.starts_with("entry 0 is bad; entry 1 is bad")
+                && text.ends_with("and 299990 more problem(s)"),
+            "{text}"
+        );
+        assert_eq!(summarize(&["one".to_string()]), "one");
+    }
+
+    #[test]
+    fn the_field_meter_finds_the_longest_field_across_splits_and_quotes() {
+        let mut m = FieldMeter::default();
+        m.feed(b"a,\"bb,\n");
+        m.feed(b"b\",c\nddddd\n");
+        assert_eq!(m.longest, 7); // `"bb,\nb"`: seven bytes with its quotes
+    }
+}
