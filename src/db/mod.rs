@@ -400,7 +400,9 @@ impl Source {
     pub async fn begin_snapshot(&self) -> Result<(), DbError> {
         match self {
             Source::Sqlite(_) => Ok(()),
-            Source::Postgres(s) => s.begin_snapshot().await,
+            Source::Postgres(s) => {
+                within_timeout(&s.url, "starting a snapshot", s.begin_snapshot()).await?
+            }
         }
     }
 
@@ -412,7 +414,14 @@ impl Source {
     ) -> Result<Vec<AuditEntry>, DbError> {
         let mut log = match self {
             Source::Sqlite(s) => s.read_audit_log(after, also).await?,
-            Source::Postgres(s) => s.read_audit_log(after, also).await?,
+            Source::Postgres(s) => {
+                within_timeout(
+                    &s.url,
+                    "reading CTL_AUDIT_LOG",
+                    s.read_audit_log(after, also),
+                )
+                .await??
+            }
         };
         log.sort_by_key(|e| e.audit_key);
         log.dedup_by_key(|e| e.audit_key);
@@ -470,7 +479,9 @@ impl Source {
     pub async fn tables(&self) -> Result<Vec<Table>, DbError> {
         let mut tables = match self {
             Source::Sqlite(s) => s.tables().await?,
-            Source::Postgres(s) => s.tables().await?,
+            Source::Postgres(s) => {
+                within_timeout(&s.url, "reading the catalog", s.tables()).await??
+            }
         };
         tables.sort_by_key(|t| t.lower_name());
         Ok(tables)
