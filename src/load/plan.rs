@@ -569,7 +569,8 @@ impl FieldRule {
             FieldRule::Decimal => {
                 value.parse::<i64>().is_ok() || Inferred::of(value) == Inferred::Numeric
             }
-            FieldRule::MaxChars(n) => value.chars().count() <= n,
+            // Bytes bound characters: count them only when the bytes could be too many.
+            FieldRule::MaxChars(n) => value.len() <= n || value.chars().count() <= n,
             FieldRule::Any => true,
         };
         if ok {
