@@ -272,6 +272,18 @@ impl<R: std::io::Read> std::io::Read for HashingReader<R> {
     }
 }
 
+/// A `a,b` attribute as lower-case column names (none when absent).
+fn column_list(value: Option<&String>) -> Vec<String> {
+    value
+        .map(|v| {
+            v.split(',')
+                .map(|c| c.trim().to_ascii_lowercase())
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// What the metadata says of one table's CSV (an extra element; readers may ignore it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableSummary {
@@ -546,24 +558,8 @@ impl ExportMetadata {
                         rows: num("rows").map_err(err)?,
                         bytes: num("bytes").map_err(err)?,
                         sha1: get("sha1").map_err(err)?,
-                        binary_hex: m
-                            .get("binary-hex")
-                            .map(|k| {
-                                k.split(',')
-                                    .map(|c| c.trim().to_ascii_lowercase())
-                                    .filter(|c| !c.is_empty())
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
-                        key: m
-                            .get("key")
-                            .map(|k| {
-                                k.split(',')
-                                    .map(|c| c.trim().to_ascii_lowercase())
-                                    .filter(|c| !c.is_empty())
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
+                        binary_hex: column_list(m.get("binary-hex")),
+                        key: column_list(m.get("key")),
                     });
                 }
                 _ => {}
