@@ -143,6 +143,20 @@ fn on_both_targets(w: &Workdir, tag: &str, mut case: impl FnMut(&str)) {
     case(&pg.url());
 }
 
+/// Replaces a folder's zip with `bytes` (edited at the byte level) and recomputes its `.zip.sha1`, as
+/// whoever can write the inbox can.
+fn write_zip_bytes(folder: &Path, bytes: &[u8]) {
+    let name = folder.file_name().unwrap().to_string_lossy().into_owned();
+    let zip_path = folder.join(format!("{name}.zip"));
+    fs::write(&zip_path, bytes).unwrap();
+    let digest = gim_export::package::sha1_of_file(&zip_path).unwrap();
+    fs::write(
+        folder.join(format!("{name}.zip.sha1")),
+        gim_export::format::sha1_line(&digest, &format!("{name}.zip")),
+    )
+    .unwrap();
+}
+
 fn edit_xml(folder: &Path, edit: impl FnOnce(&mut ExportMetadata)) {
     let name = folder.file_name().unwrap().to_string_lossy().into_owned();
     let p = folder.join(format!("{name}.extracted.xml"));
@@ -353,13 +367,7 @@ fn duplicate_entry_names_are_refused() {
         while let Some(at) = bytes.windows(from.len()).position(|w| w == from) {
             bytes[at..at + from.len()].copy_from_slice(to);
         }
-        fs::write(&zip_path, &bytes).unwrap();
-        let digest = gim_export::package::sha1_of_file(&zip_path).unwrap();
-        fs::write(
-            f.join(format!("{name}.zip.sha1")),
-            gim_export::format::sha1_line(&digest, &format!("{name}.zip")),
-        )
-        .unwrap();
+        write_zip_bytes(f, &bytes);
     });
     on_both_targets(&w, "dup", |target| {
         refused_unchanged(
@@ -475,13 +483,7 @@ fn a_bad_crc_is_a_refusal_with_the_same_exit_code_on_both_targets() {
             .position(|win| win == needle)
             .unwrap();
         bytes[at + 5] ^= 0x01;
-        fs::write(&zip_path, &bytes).unwrap();
-        let digest = gim_export::package::sha1_of_file(&zip_path).unwrap();
-        fs::write(
-            f.join(format!("{name}.zip.sha1")),
-            gim_export::format::sha1_line(&digest, &format!("{name}.zip")),
-        )
-        .unwrap();
+        write_zip_bytes(f, &bytes);
     });
     on_both_targets(&w, "crc", |target| {
         refused_unchanged(
@@ -723,13 +725,7 @@ fn an_entry_whose_header_understates_its_size_is_refused() {
             at = h + 4;
         }
         assert!(patched);
-        fs::write(&zip_path, &bytes).unwrap();
-        let digest = gim_export::package::sha1_of_file(&zip_path).unwrap();
-        fs::write(
-            f.join(format!("{name}.zip.sha1")),
-            gim_export::format::sha1_line(&digest, &format!("{name}.zip")),
-        )
-        .unwrap();
+        write_zip_bytes(f, &bytes);
     });
     on_both_targets(&w, "size", |target| {
         refused_unchanged(
