@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN := target/debug/gim-export
 DEMO_DIR := demo
 
-.PHONY: all build demo test check fmt clippy bench services clean
+.PHONY: all build demo test check fmt clippy bench services clean hostile-fixtures
 
 all: build
 
@@ -34,6 +34,11 @@ clippy:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 check: fmt clippy test
+
+## hostile-fixtures: the crafted folders of fixtures/hostile, written out to look at (the tests build
+## their own copy from the same script).
+hostile-fixtures:
+	python3 fixtures/hostile/craft.py fixtures/hostile/folders
 
 bench: services
 	$(CARGO) build --release --locked

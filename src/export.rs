@@ -557,12 +557,19 @@ async fn export_window(
     let ranges: Arc<Vec<(i64, i64)>> = Arc::new(window.key_ranges.clone());
 
     let permits = Arc::new(Semaphore::new(config.threads.max(1)));
+    // Every table writer (a blocking thread, which an abort cannot stop) holds a read guard until it
+    // has closed its part file: a failed run takes the write guard before it removes the staging
+    // folder, so no writer can create a file in it afterwards.
+    let writers = Arc::new(tokio::sync::RwLock::new(()));
+    let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let encoding = config.encoding;
     let mut jobs = JoinSet::new();
     for table in tables.iter().cloned() {
         let source = Arc::clone(source);
         let ranges = Arc::clone(&ranges);
         let permits = Arc::clone(&permits);
+        let writers = Arc::clone(&writers);
+        let abandoned = Arc::clone(&abandoned);
         let part_path = staging.join(format!("{}.part.zip", table.lower_name()));
         jobs.spawn(async move {
             let _permit = permits.acquire_owned().await?;
@@ -587,7 +594,9 @@ async fn export_window(
                 .collect();
             let binary = table.binary_columns();
             let bar = crate::logging::progress_enabled().then(|| table_bar(&lower));
+            let writing = writers.read_owned().await;
             let writer = tokio::task::spawn_blocking(move || {
+                let _writing = writing;
                 let r = package::write_table_part(
                     rx,
                     package::PartShape {
@@ -595,6 +604,7 @@ async fn export_window(
                         header: &header,
                         key: &key_names,
                         binary: &binary,
+                        abandoned: &abandoned,
                     },
                     &part_path,
                     style,
@@ -616,8 +626,18 @@ async fn export_window(
     }
     let mut parts: Vec<TablePart> = Vec::new();
     while let Some(done) = jobs.join_next().await {
-        if let Some(part) = done.context("table task panicked")?? {
-            parts.push(part);
+        match done.context("table task panicked").and_then(|r| r) {
+            Ok(Some(part)) => parts.push(part),
+            Ok(None) => {}
+            Err(e) => {
+                // Stop the other tables, and wait for their writers to let go of the staging folder
+                // before it is removed (on return, by `unstage`).
+                abandoned.store(true, std::sync::atomic::Ordering::Relaxed);
+                jobs.abort_all();
+                while jobs.join_next().await.is_some() {}
+                let _all_closed = writers.write().await;
+                return Err(e);
+            }
         }
     }
     parts.sort_by(|a, b| a.summary.name.cmp(&b.summary.name));

@@ -634,6 +634,26 @@ impl ExportMetadata {
     }
 }
 
+/// A CSV reader's error as a refusal says it: the line first, in the words the loaders use.
+pub fn describe_csv_error(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::UnequalLengths {
+            pos,
+            expected_len,
+            len,
+        } => format!(
+            "line {}: {len} fields where the header has {expected_len}",
+            pos.as_ref().map_or(0, |p| p.line())
+        ),
+        csv::ErrorKind::Utf8 { pos, err } => format!(
+            "line {}: not valid UTF-8 (field {})",
+            pos.as_ref().map_or(0, |p| p.line()),
+            err.field() + 1
+        ),
+        _ => e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -190,6 +190,9 @@ pub struct PartShape<'a> {
     pub key: &'a [String],
     /// Binary columns, written as hex.
     pub binary: &'a [String],
+    /// Set when the run failed elsewhere: the writer stops at its next chunk (its receiver dropped,
+    /// the table's reader stops too) instead of writing the rest of a part nobody will publish.
+    pub abandoned: &'a std::sync::atomic::AtomicBool,
 }
 
 /// Receives a table's CSV chunks and writes them, header first, into a one-entry zip at `part_path`,
@@ -208,6 +211,7 @@ pub fn write_table_part(
         header,
         key,
         binary,
+        abandoned,
     } = shape;
     let file_name = format::csv_file_name(table);
     let file = File::create(part_path).map_err(|e| with_path(e, part_path))?;
@@ -225,6 +229,9 @@ pub fn write_table_part(
         None => out.write_all(&header)?,
     }
     while let Some(chunk) = chunks.blocking_recv() {
+        if abandoned.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(io::Error::other("abandoned: the export failed elsewhere"));
+        }
         counter.feed(&chunk);
         if let Some(bar) = &progress {
             bar.set_position(counter.records());

@@ -201,11 +201,16 @@ fn check_zip(zip_path: &Path, name: &ExportName, depth: Depth, check: &mut Folde
     let mut tables_seen: BTreeMap<String, String> = BTreeMap::new();
     let mut names_seen: std::collections::BTreeSet<String> = Default::default();
     // The zip reader keeps one entry per name; the central directory may list more.
-    if let Some(listed) = central_directory_entries(zip_path) {
-        if listed != archive.len() as u64 {
+    if let Some(listed) = central_directory_names(zip_path) {
+        let mut seen = std::collections::BTreeSet::new();
+        let twice: std::collections::BTreeSet<&str> = listed
+            .iter()
+            .filter(|n| !seen.insert(n.as_str()))
+            .map(String::as_str)
+            .collect();
+        for n in twice {
             check.problems.push(format!(
-                "{zip_name}: its central directory lists {listed} entries but only {} distinct names: an entry name appears more than once",
-                archive.len()
+                "{zip_name}: entry {n:?} appears more than once; only one copy could be checked"
             ));
         }
     }
@@ -346,9 +351,9 @@ fn check_zip(zip_path: &Path, name: &ExportName, depth: Depth, check: &mut Folde
     }
 }
 
-/// The number of entries a zip's end-of-central-directory record declares (zip64 included), read
-/// from the file itself; `None` when it cannot be found.
-fn central_directory_entries(path: &Path) -> Option<u64> {
+/// The entry names the zip's central directory lists, duplicates included (the zip reader keeps one
+/// entry per name). `None` when the directory cannot be found; the zip reader reports that.
+fn central_directory_names(path: &Path) -> Option<Vec<String>> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = fs::File::open(path).ok()?;
     let len = f.metadata().ok()?.len();
@@ -359,23 +364,50 @@ fn central_directory_entries(path: &Path) -> Option<u64> {
     let eocd = (0..buf.len().saturating_sub(21))
         .rev()
         .find(|&i| buf[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])?;
-    let total = u16::from_le_bytes([buf[eocd + 10], buf[eocd + 11]]);
-    if total != 0xffff {
-        return Some(u64::from(total));
+    let u16_at = |b: &[u8], i: usize| u64::from(u16::from_le_bytes([b[i], b[i + 1]]));
+    let u32_at =
+        |b: &[u8], i: usize| u64::from(u32::from_le_bytes(b[i..i + 4].try_into().unwrap()));
+    let (mut total, mut size, mut offset) = (
+        u16_at(&buf, eocd + 10),
+        u32_at(&buf, eocd + 12),
+        u32_at(&buf, eocd + 16),
+    );
+    if total == 0xffff || size == 0xffff_ffff || offset == 0xffff_ffff {
+        // Zip64: the locator just before the record gives the zip64 record's offset.
+        let loc = eocd.checked_sub(20)?;
+        if buf[loc..loc + 4] != [0x50, 0x4b, 0x06, 0x07] {
+            return None;
+        }
+        let at = u64::from_le_bytes(buf[loc + 8..loc + 16].try_into().ok()?);
+        f.seek(SeekFrom::Start(at)).ok()?;
+        let mut rec = [0u8; 56];
+        f.read_exact(&mut rec).ok()?;
+        if rec[..4] != [0x50, 0x4b, 0x06, 0x06] {
+            return None;
+        }
+        total = u64::from_le_bytes(rec[32..40].try_into().ok()?);
+        size = u64::from_le_bytes(rec[40..48].try_into().ok()?);
+        offset = u64::from_le_bytes(rec[48..56].try_into().ok()?);
     }
-    // Zip64: the locator just before the record gives the zip64 record's offset.
-    let loc = eocd.checked_sub(20)?;
-    if buf[loc..loc + 4] != [0x50, 0x4b, 0x06, 0x07] {
+    if offset.checked_add(size)? > len {
         return None;
     }
-    let at = u64::from_le_bytes(buf[loc + 8..loc + 16].try_into().ok()?);
-    f.seek(SeekFrom::Start(at)).ok()?;
-    let mut rec = [0u8; 56];
-    f.read_exact(&mut rec).ok()?;
-    if rec[..4] != [0x50, 0x4b, 0x06, 0x06] {
-        return None;
+    f.seek(SeekFrom::Start(offset)).ok()?;
+    let mut dir = vec![0u8; usize::try_from(size).ok()?];
+    f.read_exact(&mut dir).ok()?;
+    let mut names = Vec::new();
+    let mut at = 0usize;
+    while at + 46 <= dir.len() && dir[at..at + 4] == [0x50, 0x4b, 0x01, 0x02] {
+        let (name_len, extra, comment) = (
+            u16_at(&dir, at + 28) as usize,
+            u16_at(&dir, at + 30) as usize,
+            u16_at(&dir, at + 32) as usize,
+        );
+        let name = dir.get(at + 46..at + 46 + name_len)?;
+        names.push(String::from_utf8_lossy(name).into_owned());
+        at += 46 + name_len + extra + comment;
     }
-    Some(u64::from_le_bytes(rec[32..40].try_into().ok()?))
+    (names.len() as u64 == total).then_some(names)
 }
 
 /// Checks that each folder follows the one before it in its chain: hwm-from equals the previous

@@ -257,3 +257,38 @@ fn a_silently_dead_connection_fails_the_load_within_the_timeout_and_the_next_loa
     }
     assert_target_matches_source(&src, &db.url(), &w.join("out"));
 }
+
+#[test]
+fn a_failed_export_removes_its_staging_folder_even_while_other_tables_are_still_being_written() {
+    // Regression: a NUL in a small table failed the run while the writer threads of other tables
+    // were still creating their part files, and one was left in `.staging-export_...`.
+    for round in 0..3 {
+        let w = Workdir::new(&format!("fail-staging-{round}"));
+        let src = w.sqlite_url("im.db");
+        simulate(&w, &src, 1, 1500, 120 + round);
+        exec_sql(
+            &src,
+            "UPDATE resource_ SET resource_name = CAST(X'610062' AS TEXT) WHERE resource_key = (SELECT MIN(resource_key) FROM resource_)",
+        );
+        let o = w.run_code(
+            &mut w.command(&[
+                "export",
+                "--source",
+                &src,
+                "--output",
+                "out",
+                "--catch-up",
+                "--threads",
+                "4",
+            ]),
+            6,
+        );
+        assert!(stderr(&o).contains("NUL"), "{}", stderr(&o));
+        let left: Vec<String> = std::fs::read_dir(w.join("out"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".staging-") || n.starts_with("export_"))
+            .collect();
+        assert!(left.is_empty(), "round {round}: left behind {left:?}");
+    }
+}

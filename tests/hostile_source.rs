@@ -3,6 +3,7 @@
 //! a path outside the output directory).
 
 use std::fs;
+use std::path::Path;
 
 use crate::harness::*;
 
@@ -51,110 +52,126 @@ fn a_table_the_role_cannot_read_stops_the_export_naming_it() {
     psql("postgres", &format!("DROP ROLE IF EXISTS {role}"));
 }
 
+/// A case of `fixtures/hostile/sources/cases.toml`.
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct SourceCase {
+    file: String,
+    backends: Vec<String>,
+    exit: i32,
+    needles: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct SourceCases {
+    case: Vec<SourceCase>,
+}
+
+/// Every file in `dir` and below, relative to it.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(list) = fs::read_dir(&d) else { continue };
+        for e in list {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out
+}
+
 #[test]
-fn table_names_that_are_not_identifiers_are_never_turned_into_paths() {
-    let w = Workdir::new("src-paths");
+fn every_hostile_source_of_fixtures_hostile_publishes_only_what_verifies_and_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hostile/sources");
+    let cases: SourceCases =
+        toml::from_str(&fs::read_to_string(dir.join("cases.toml")).unwrap()).unwrap();
+    assert!(cases.case.len() >= 7);
+    for (n, case) in cases.case.iter().enumerate() {
+        let sql = fs::read_to_string(dir.join(&case.file)).unwrap();
+        for backend in &case.backends {
+            let tag = format!("src-fixture-{n}-{backend}");
+            let w = Workdir::new(&tag);
+            let pg;
+            let src = match backend.as_str() {
+                "sqlite" => w.sqlite_url("im.db"),
+                "postgres" => {
+                    pg = PgDb::new(&format!("srcfix{n}"));
+                    pg.url()
+                }
+                other => panic!("{}: unknown backend {other}", case.file),
+            };
+            simulate(&w, &src, 1, 60, 90 + n as u64);
+            exec_sql(&src, &sql);
+            let o = w.run_code(
+                &mut w.command(&["export", "--source", &src, "--output", "out", "--catch-up"]),
+                case.exit,
+            );
+            let err = stderr(&o);
+            let at = format!("{} on {backend}", case.file);
+            for needle in &case.needles {
+                assert!(
+                    err.contains(needle.as_str()),
+                    "{at}: expected {needle:?} in: {err}"
+                );
+            }
+            // Nothing is written outside the output directory, whatever the names.
+            let outside: Vec<String> = files_under(w.path())
+                .into_iter()
+                .filter(|f| !f.starts_with("out/") && !f.starts_with("im.db"))
+                .collect();
+            assert!(
+                outside.is_empty(),
+                "{at}: written outside --output: {outside:?}"
+            );
+            assert!(!Path::new("/tmp/gimx-victim.part.zip").exists(), "{at}");
+            assert!(
+                !w.path().parent().unwrap().join("pwned.part.zip").exists(),
+                "{at}"
+            );
+            if case.exit == 0 {
+                assert!(
+                    entries(&w)
+                        .iter()
+                        .all(|n| gim_export::target::is_plain_identifier(n)),
+                    "{at}: {:?}",
+                    entries(&w)
+                );
+                w.run(&["verify", "--input", "out"]);
+                w.run(&["load", "--input", "out", "--target", &w.sqlite_url("t.db")]);
+            } else {
+                let left = files_under(&w.join("out"));
+                assert!(
+                    left.iter()
+                        .all(|f| !f.contains("export_") && !f.contains(".part")),
+                    "{at}: a failed export published or left {left:?}"
+                );
+            }
+        }
+    }
+    // The keyword columns arrived, quoted, on the target.
+    let w = Workdir::new("src-keywords");
     let src = w.sqlite_url("im.db");
-    simulate(&w, &src, 1, 60, 82);
+    simulate(&w, &src, 1, 60, 97);
     exec_sql(
         &src,
-        "CREATE TABLE \"../../pwned\" (id INTEGER PRIMARY KEY, create_audit_key INTEGER); \
-         INSERT INTO \"../../pwned\" VALUES (1, 5); \
-         CREATE TABLE \"/tmp/gimx-victim\" (id INTEGER PRIMARY KEY, create_audit_key INTEGER); \
-         INSERT INTO \"/tmp/gimx-victim\" VALUES (1, 5); \
-         CREATE TABLE \"x\"\"; drop\" (id INTEGER PRIMARY KEY, create_audit_key INTEGER); \
-         INSERT INTO \"x\"\"; drop\" VALUES (1, 5);",
+        &fs::read_to_string(dir.join("columns-named-after-sql-keywords.sql")).unwrap(),
     );
-    let o = w.run(&["export", "--source", &src, "--output", "out", "--catch-up"]);
-    let err = stderr(&o);
-    assert!(
-        err.contains("../../pwned") && err.contains("not a plain identifier"),
-        "{err}"
+    w.run(&["export", "--source", &src, "--output", "out", "--catch-up"]);
+    let pg = PgDb::new("keywords");
+    w.run(&["load", "--input", "out", "--target", &pg.url()]);
+    assert_eq!(
+        pg.sql("SELECT string_agg(\"select\" || ':' || \"from\", ',' ORDER BY \"order\") FROM keyword_fact"),
+        "drop:7,table:8"
     );
-    let names = entries(&w);
-    assert!(
-        names
-            .iter()
-            .all(|n| gim_export::target::is_plain_identifier(n)),
-        "{names:?}"
-    );
-    assert!(!w.path().parent().unwrap().join("pwned.part.zip").exists());
-    assert!(!std::path::Path::new("/tmp/gimx-victim.part.zip").exists());
-    w.run(&["verify", "--input", "out"]);
-    w.run(&["load", "--input", "out", "--target", &w.sqlite_url("t.db")]);
 }
 
 #[test]
-fn names_a_receiver_cannot_load_stop_the_export_naming_them() {
-    // Two tables that differ only in case (PostgreSQL keeps both).
-    let w = Workdir::new("src-case");
-    let db = PgDb::new("srccase");
-    simulate(&w, &db.url(), 1, 60, 83);
-    db.sql("CREATE TABLE \"TENANT\" (tenant_key integer PRIMARY KEY, create_audit_key numeric(19), update_audit_key numeric(19))");
-    let o = w.run_code(
-        &mut w.command(&[
-            "export",
-            "--source",
-            &db.url(),
-            "--output",
-            "out",
-            "--catch-up",
-        ]),
-        2,
-    );
-    let err = stderr(&o);
-    assert!(
-        err.contains("\"TENANT\"") && err.contains("\"tenant\"") && err.contains("--exclude"),
-        "{err}"
-    );
-    assert!(export_folders(&w.join("out")).is_empty());
-
-    // Two columns that differ only in case, and a column name that is not an identifier.
-    for (tag, ddl, needle) in [
-        ("cols", "CREATE TABLE x_fact (id integer PRIMARY KEY, create_audit_key numeric(19), \"a\" integer, \"A\" integer)", "different case"),
-        ("badcol", "CREATE TABLE y_fact (id integer PRIMARY KEY, create_audit_key numeric(19), \"bad col\" integer)", "\"bad col\""),
-    ] {
-        let w = Workdir::new(&format!("src-{tag}"));
-        let db = PgDb::new(tag);
-        simulate(&w, &db.url(), 1, 60, 84);
-        db.sql(ddl);
-        let o = w.run_code(
-            &mut w.command(&["export", "--source", &db.url(), "--output", "out", "--catch-up"]),
-            2,
-        );
-        assert!(stderr(&o).contains(needle), "{}", stderr(&o));
-    }
-}
-
-#[test]
-fn text_no_receiver_can_load_stops_the_export_naming_table_key_and_column_and_blobs_go_as_hex() {
-    for (tag, value, needle) in [
-        ("utf8", "CAST(X'C328' AS TEXT)", "not valid UTF-8"),
-        ("nul", "CAST(X'610062' AS TEXT)", "NUL"),
-    ] {
-        let w = Workdir::new(&format!("src-{tag}"));
-        let src = w.sqlite_url("im.db");
-        simulate(&w, &src, 1, 60, 85);
-        let key = query_one(&src, "SELECT MIN(resource_key) FROM resource_");
-        exec_sql(
-            &src,
-            &format!("UPDATE resource_ SET resource_name = {value} WHERE resource_key = {key}"),
-        );
-        let o = w.run_code(
-            &mut w.command(&["export", "--source", &src, "--output", "out", "--catch-up"]),
-            6,
-        );
-        let err = stderr(&o);
-        assert!(
-            err.contains("resource_")
-                && err.contains(&format!("resource_key={key}"))
-                && err.contains("resource_name")
-                && err.contains(needle),
-            "{err}"
-        );
-        assert!(export_folders(&w.join("out")).is_empty());
-    }
-
+fn binary_columns_are_exported_as_hex_and_the_xml_says_so() {
     let w = Workdir::new("src-blob");
     let src = w.sqlite_url("im.db");
     simulate(&w, &src, 1, 60, 86);

@@ -200,13 +200,13 @@ impl SqliteTarget {
                 let next = records
                     .next()
                     .transpose()
-                    .map_err(|e| refused(e.to_string()))?;
+                    .map_err(|e| refused(crate::format::describe_csv_error(&e)))?;
                 let done = next.is_none();
                 if let Some(rec) = next {
                     if rec.len() != plan.columns.len() {
                         return Err(refused(format!(
-                            "record {} has {} fields, the header {}",
-                            seq + batch.len() as i64 + 1,
+                            "line {}: {} fields where the header has {}",
+                            rec.position().map_or(0, |p| p.line()),
                             rec.len(),
                             plan.columns.len()
                         ))
