@@ -59,8 +59,27 @@ pub enum LogFormat {
     Json,
 }
 
+/// `--color`: whether human-format log lines carry ANSI colour codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether to colour: `auto` only on a terminal, and never when `NO_COLOR` is set (non-empty).
+    pub fn wanted(self, stderr_is_terminal: bool, no_color: Option<&str>) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => stderr_is_terminal && no_color.is_none_or(str::is_empty),
+        }
+    }
+}
+
 /// Installs the subscriber. `GIM_EXPORT_LOG` (an env-filter, e.g. `debug`) overrides `default_level`.
-pub fn init(format: LogFormat, default_level: &str) {
+pub fn init(format: LogFormat, default_level: &str, color: ColorChoice) {
     JSON.store(format == LogFormat::Json, Ordering::Relaxed);
     let wanted = std::env::var("GIM_EXPORT_PROGRESS").map_or(true, |v| v != "0" && v != "false");
     PROGRESS.store(
@@ -76,6 +95,10 @@ pub fn init(format: LogFormat, default_level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| BarAwareStderr)
+        .with_ansi(color.wanted(
+            std::io::stderr().is_terminal(),
+            std::env::var("NO_COLOR").ok().as_deref(),
+        ))
         .with_target(false);
     let _ = match format {
         LogFormat::Human => builder.try_init(),

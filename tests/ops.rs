@@ -363,7 +363,7 @@ fn json_logs_are_one_object_per_line_with_a_fixed_field() {
 }
 
 /// Runs `gim-export ARGS` under a pseudo-terminal (util-linux `script`) and returns what it drew.
-fn on_a_terminal(w: &Workdir, args: &[&str], progress: Option<&str>) -> String {
+fn on_a_terminal(w: &Workdir, args: &[&str], env: &[(&str, &str)]) -> String {
     let line = std::iter::once(bin().display().to_string())
         .chain(args.iter().map(|a| format!("'{a}'")))
         .collect::<Vec<_>>()
@@ -373,9 +373,8 @@ fn on_a_terminal(w: &Workdir, args: &[&str], progress: Option<&str>) -> String {
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("GIM_EXPORT_")) {
         cmd.env_remove(k);
     }
-    if let Some(p) = progress {
-        cmd.env("GIM_EXPORT_PROGRESS", p);
-    }
+    cmd.env_remove("NO_COLOR");
+    cmd.envs(env.iter().copied());
     let o = cmd
         .output()
         .expect("script (util-linux) runs the command on a pty");
@@ -390,7 +389,7 @@ fn progress_bars_show_rows_per_table_on_a_terminal_only() {
     let drawn = on_a_terminal(
         &w,
         &["export", "--source", &src, "--output", "tty", "--catch-up"],
-        None,
+        &[],
     );
     assert!(
         drawn.contains("interaction_fact") && drawn.contains(" rows ") && drawn.contains("/s"),
@@ -399,7 +398,7 @@ fn progress_bars_show_rows_per_table_on_a_terminal_only() {
     let plain = on_a_terminal(
         &w,
         &["export", "--source", &src, "--output", "off", "--catch-up"],
-        Some("0"),
+        &[("GIM_EXPORT_PROGRESS", "0")],
     );
     assert!(!plain.contains(" rows "), "{plain}");
     // Piped stderr (cron, CI, a log collector): no bars either.
@@ -426,4 +425,56 @@ fn published_tree(w: &Workdir, out: &str) -> std::collections::BTreeMap<String, 
         .into_iter()
         .filter(|(k, _)| k.starts_with("export_"))
         .collect()
+}
+
+#[test]
+fn log_lines_carry_colour_codes_only_on_a_terminal_and_never_with_no_color() {
+    let w = Workdir::new("colour");
+    let src = source(&w, 1);
+    let esc = "\u{1b}[";
+    // Each run exports into a directory of its own, so each has something to log.
+    let export = |out: &'static str, color: &'static str| -> Vec<String> {
+        [
+            "export",
+            "--source",
+            &src,
+            "--output",
+            out,
+            "--catch-up",
+            "--color",
+            color,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let run = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = w
+            .command(&args)
+            .env("GIM_EXPORT_LOG", "info")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let tty = |args: Vec<String>, env: &[(&str, &str)]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        on_a_terminal(&w, &args, env)
+    };
+    // Redirected (cron mail, a log file): plain text.
+    let plain = run(export("a", "auto"));
+    assert!(
+        plain.contains("gim-export") && !plain.contains(esc),
+        "{plain}"
+    );
+    // --color always colours even a file; on a terminal auto colours, NO_COLOR and never do not.
+    assert!(run(export("b", "always")).contains(esc));
+    let bars_off = ("GIM_EXPORT_PROGRESS", "0");
+    assert!(tty(export("c", "auto"), &[bars_off]).contains(esc));
+    let no_color = tty(export("d", "auto"), &[bars_off, ("NO_COLOR", "1")]);
+    assert!(
+        no_color.contains("gim-export") && !no_color.contains(esc),
+        "{no_color:?}"
+    );
+    assert!(!tty(export("e", "never"), &[bars_off]).contains(esc));
 }

@@ -40,6 +40,16 @@ pub struct Cli {
         env = "GIM_EXPORT_LOG_FORMAT"
     )]
     pub log_format: LogFormat,
+    /// Colour in human-format logs: `auto` colours only when stderr is a terminal and `NO_COLOR` is
+    /// not set; `always` and `never` decide regardless.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        env = "GIM_EXPORT_COLOR"
+    )]
+    pub color: logging::ColorChoice,
     /// Only warnings and errors on stderr.
     #[arg(long, short, global = true)]
     pub quiet: bool,
@@ -81,7 +91,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     } else {
         "info"
     };
-    logging::init(cli.log_format, level);
+    logging::init(cli.log_format, level, cli.color);
     crate::db::set_io_timeout(cli.db_timeout);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
