@@ -1,6 +1,9 @@
 # gim-export: the README's two commands are `make demo` and `make test`; CI runs `make test`.
 CARGO ?= cargo
-BIN := target/debug/gim-export
+# Where cargo puts its builds (CARGO_TARGET_DIR or a config may move it): asked of cargo itself.
+TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+TARGET_DIR := $(if $(TARGET_DIR),$(TARGET_DIR),target)
+BIN := $(TARGET_DIR)/debug/gim-export
 DEMO_DIR := demo
 
 .PHONY: all build demo test check fmt clippy bench services clean hostile-fixtures
@@ -14,10 +17,10 @@ build:
 ## the embedded SQLite target, and compare row counts.
 demo: build
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
-	cd $(DEMO_DIR) && ../$(BIN) -q simulate --source sqlite://infomart.db --days 3 --seed 7
-	cd $(DEMO_DIR) && ../$(BIN) -q export --source sqlite://infomart.db --output output --catch-up
-	cd $(DEMO_DIR) && ../$(BIN) -q verify --input output
-	cd $(DEMO_DIR) && ../$(BIN) -q load --input output --target sqlite://target.db
+	cd $(DEMO_DIR) && $(abspath $(BIN)) -q simulate --source sqlite://infomart.db --days 3 --seed 7
+	cd $(DEMO_DIR) && $(abspath $(BIN)) -q export --source sqlite://infomart.db --output output --catch-up
+	cd $(DEMO_DIR) && $(abspath $(BIN)) -q verify --input output
+	cd $(DEMO_DIR) && $(abspath $(BIN)) -q load --input output --target sqlite://target.db
 	./scripts/demo-summary.sh $(DEMO_DIR)
 
 services:
@@ -42,7 +45,7 @@ hostile-fixtures:
 
 bench: services
 	$(CARGO) build --release --locked
-	python3 scripts/bench.py
+	GIM_EXPORT_BENCH_BIN=$(abspath $(TARGET_DIR))/release/gim-export python3 scripts/bench.py
 
 clean:
 	rm -rf $(DEMO_DIR)

@@ -28,7 +28,7 @@ import xml.etree.ElementTree as ET
 import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "gim-export")
+BIN = os.environ.get("GIM_EXPORT_BENCH_BIN") or os.path.join(ROOT, "target", "release", "gim-export")
 OUT_DIR = os.path.join(ROOT, "target", "bench")
 CACHE = os.path.join(OUT_DIR, "cache")
 PG = "postgres://postgres@127.0.0.1:5432"

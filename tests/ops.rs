@@ -478,3 +478,23 @@ fn log_lines_carry_colour_codes_only_on_a_terminal_and_never_with_no_color() {
     );
     assert!(!tty(export("e", "never"), &[bars_off]).contains(esc));
 }
+
+#[test]
+fn make_demo_runs_the_binary_where_cargo_target_dir_puts_it() {
+    // Regression: the Makefile hard-coded target/debug, so `make demo` failed with CARGO_TARGET_DIR
+    // set. `make -n` prints the commands without building anything.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let o = Command::new("make")
+        .args(["-n", "demo"])
+        .current_dir(root)
+        .env("CARGO_TARGET_DIR", "/elsewhere/tgt")
+        .output()
+        .expect("make");
+    let plan = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        plan.contains("/elsewhere/tgt/debug/gim-export -q simulate"),
+        "{plan}"
+    );
+    assert!(!plan.contains("target/debug"), "{plan}");
+}
