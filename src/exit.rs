@@ -71,6 +71,9 @@ impl ExitCode {
                 || cause
                     .downcast_ref::<crate::export::UnloadableSource>()
                     .is_some()
+                || cause
+                    .downcast_ref::<crate::export::EmptySelection>()
+                    .is_some()
                 || cause.downcast_ref::<crate::cmd::ConfigError>().is_some()
             {
                 return ExitCode::Config;

@@ -210,12 +210,70 @@ impl Drop for RemoveOnDrop {
 #[error("{0}")]
 pub struct UnloadableSource(pub String);
 
+/// `--include` / `--exclude` select nothing, or an `--include` pattern matches no table: a typo that
+/// would otherwise publish folders without the tables and move the chain past their rows (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EmptySelection(pub String);
+
+/// Refuses an `--include` pattern that matches no exportable table, and a selection that leaves
+/// none, naming the patterns and the tables there are.
+fn check_selection(
+    exportable: &[String],
+    filter: &crate::ops::TableFilter,
+) -> Result<(), EmptySelection> {
+    let list = |names: &[String]| {
+        let shown: Vec<&str> = names.iter().take(40).map(String::as_str).collect();
+        let more = names.len().saturating_sub(shown.len());
+        format!(
+            "{}{}",
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        )
+    };
+    let unmatched: Vec<&String> = filter
+        .include
+        .iter()
+        .filter(|p| !exportable.iter().any(|t| crate::ops::glob_match(p, t)))
+        .collect();
+    if !unmatched.is_empty() {
+        return Err(EmptySelection(format!(
+            "--include {} matches no exportable table (a table with CREATE_AUDIT_KEY); the source has: {}",
+            unmatched.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", "),
+            list(exportable)
+        )));
+    }
+    if !exportable.is_empty() && !exportable.iter().any(|t| filter.allows(t)) {
+        return Err(EmptySelection(format!(
+            "--include/--exclude leave no table to export (exclude: {}); the source has: {}",
+            filter
+                .exclude
+                .iter()
+                .map(|p| format!("{p:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            list(exportable)
+        )));
+    }
+    Ok(())
+}
+
 /// The source tables to export: those with `CREATE_AUDIT_KEY` that the selection allows. A name
 /// that is not a plain identifier (letters, digits and `_`, in any case) cannot be a GIM table nor a
 /// file name: such a table is never exported, and every run warns about it. A table whose columns
 /// no receiver could load (a name that is not a plain identifier, two names differing only in case),
 /// or two tables whose names differ only in case, stop the export, naming them.
 fn exportable_tables(all: Vec<Table>, config: &ExportConfig) -> Result<Vec<Table>> {
+    let names: Vec<String> = all
+        .iter()
+        .filter(|t| t.is_exportable() && crate::target::is_plain_identifier(&t.lower_name()))
+        .map(|t| t.lower_name())
+        .collect();
+    check_selection(&names, &config.tables)?;
     let mut out: Vec<Table> = Vec::new();
     for t in all
         .into_iter()

@@ -498,3 +498,49 @@ fn make_demo_runs_the_binary_where_cargo_target_dir_puts_it() {
     );
     assert!(!plan.contains("target/debug"), "{plan}");
 }
+
+#[test]
+fn a_typo_in_include_or_an_exclude_of_everything_is_refused_and_moves_no_chain() {
+    // Regression: `--include interaction_fakt --catch-up` published folders without a table, exit 0,
+    // and the next run found nothing to export.
+    let w = Workdir::new("selection-typo");
+    let src = source(&w, 2);
+    for (flags, needles) in [
+        (
+            vec!["--include", "interaction_fakt"],
+            vec![
+                "\"interaction_fakt\"",
+                "matches no exportable table",
+                "interaction_fact",
+            ],
+        ),
+        (
+            vec!["--include", "interaction_fact", "--include", "nothing_*"],
+            vec!["\"nothing_*\"", "matches no exportable table"],
+        ),
+        (
+            vec!["--exclude", "*"],
+            vec!["leave no table to export", "\"*\"", "interaction_fact"],
+        ),
+    ] {
+        let mut args = vec!["export", "--source", &src, "--output", "out", "--catch-up"];
+        args.extend(flags.iter().copied());
+        let o = w.run_code(&mut w.command(&args), 2);
+        for n in &needles {
+            assert!(stderr(&o).contains(n), "{flags:?}: {n:?} in {}", stderr(&o));
+        }
+        assert!(export_folders(&w.join("out")).is_empty(), "{flags:?}");
+    }
+    // A pattern that matches is fine, and the chain starts at the beginning.
+    w.run(&[
+        "export",
+        "--source",
+        &src,
+        "--output",
+        "out",
+        "--catch-up",
+        "--include",
+        "interaction_*",
+    ]);
+    assert!(!export_folders(&w.join("out")).is_empty());
+}
