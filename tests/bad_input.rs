@@ -159,3 +159,65 @@ fn start_date_refused_on_an_existing_chain() {
     assert!(stderr(&out).contains("--start-date"), "{}", stderr(&out));
     assert_same_tree(&before, &tree(&w.join("out")), "refused run");
 }
+
+#[test]
+fn a_refused_connection_says_so_at_once_and_a_bad_host_or_role_is_not_retried() {
+    // Regression: nothing listening on the port waited 15 s per try and said only "timed out
+    // waiting for a connection".
+    let w = Workdir::new("connect-errors");
+    let export = |url: &str| {
+        let mut cmd = w.command(&[
+            "export",
+            "--source",
+            url,
+            "--output",
+            "out",
+            "--catch-up",
+            "--max-retries",
+            "1",
+            "--retry-delay",
+            "1",
+        ]);
+        let started = std::time::Instant::now();
+        let o = w.run_code(&mut cmd, 6);
+        (stderr(&o), started.elapsed())
+    };
+    let (err, took) = export("postgres://postgres@127.0.0.1:1/gim");
+    assert!(
+        err.contains("connection refused") && err.contains("trying again"),
+        "{err}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(14),
+        "took {took:?}: {err}"
+    );
+    for (url, needle) in [
+        (
+            "postgres://postgres@no-such-host.invalid:5432/gim",
+            "does not resolve",
+        ),
+        (
+            "postgres://no_such_role@127.0.0.1:5432/postgres",
+            "no_such_role",
+        ),
+    ] {
+        let (err, _) = export(url);
+        assert!(err.contains(needle), "{url}: {err}");
+        assert!(
+            !err.contains("trying again"),
+            "{url}: not worth a retry: {err}"
+        );
+    }
+    // The loader says the same.
+    let o = w.run_code(
+        &mut w.command(&[
+            "load",
+            "--input",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/golden/expected"),
+            "--target",
+            "postgres://postgres@127.0.0.1:1/t",
+        ]),
+        6,
+    );
+    assert!(stderr(&o).contains("connection refused"), "{}", stderr(&o));
+}

@@ -215,7 +215,9 @@ impl DbError {
 /// (57P01-57P03), serialization (40001), deadlock (40P01) and too-many-connections (53300) states.
 fn is_transient(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        // A host name that does not resolve will not resolve on the next try either.
+        sqlx::Error::Io(io) => !is_name_lookup_failure(io),
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
         sqlx::Error::Database(d) => d.code().is_some_and(|c| {
             c.starts_with("08")
                 || c.starts_with("57P")
@@ -225,10 +227,23 @@ fn is_transient(e: &sqlx::Error) -> bool {
     }
 }
 
+/// A failed DNS look-up (std reports getaddrinfo's failures with no kind of their own).
+fn is_name_lookup_failure(io: &std::io::Error) -> bool {
+    let text = io.to_string();
+    text.contains("failed to lookup address") || text.contains("Name or service not known")
+}
+
 /// The shortest honest text of a sqlx error: the database's message, or the I/O failure.
 fn reason(e: &sqlx::Error) -> String {
     match e {
         sqlx::Error::Database(d) => d.message().to_string(),
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused: nothing accepts connections at that host and port (is the server running?)"
+                .to_string()
+        }
+        sqlx::Error::Io(io) if is_name_lookup_failure(io) => {
+            format!("the host name does not resolve ({io})")
+        }
         sqlx::Error::Io(io) => io.to_string(),
         sqlx::Error::PoolTimedOut => "timed out waiting for a connection".to_string(),
         other => other.to_string(),

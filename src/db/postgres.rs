@@ -40,6 +40,22 @@ pub fn options(url: &DbUrl) -> Result<PgConnectOptions, DbError> {
 /// A pool for `url`; connection failures surface within `acquire` seconds.
 pub async fn pool(url: &DbUrl, connections: u32, acquire: u64) -> Result<PgPool, DbError> {
     let opts = options(url)?;
+    // One direct connection first: the pool retries a refused connection until its acquire timeout
+    // and then says only "timed out"; this says what happened, at once.
+    match tokio::time::timeout(
+        Duration::from_secs(acquire),
+        sqlx::ConnectOptions::connect(&opts),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+        }
+        Ok(Err(e)) => return Err(DbError::connect(url, e)),
+        Err(_) => {
+            return Err(DbError::connect(url, sqlx::Error::PoolTimedOut));
+        }
+    }
     PgPoolOptions::new()
         .max_connections(connections.max(1))
         .acquire_timeout(Duration::from_secs(acquire))
