@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::{parse_date, parse_seconds, parse_url, ConfigError};
+use super::{parse_date, parse_seconds, parse_span, parse_url, ConfigError};
 use crate::db::ExportViews;
 use crate::encoding::{OnUnmappable, OutputEncoding};
 use crate::exit::ExitCode;
@@ -181,7 +181,7 @@ impl Args {
                 ChainMode::FullResync
             } else if let Some(span) = &self.reexport_last {
                 ChainMode::Reexport {
-                    seconds: parse_seconds("--reexport-last", span)?,
+                    seconds: parse_span("--reexport-last", span)?,
                 }
             } else {
                 ChainMode::Continue

@@ -172,6 +172,19 @@ pub fn parse_date(flag: &str, s: &str) -> Result<i64, ConfigError> {
 }
 
 /// Reads a span: seconds (`86400`) or a number with a unit (`90s`, `15m`, `12h`, `1d`).
+/// A span that must carry its unit (`2d`, `12h`, `30m`, `90s`): for flags where a bare number is
+/// more likely days meant than seconds (`--reexport-last 2`).
+pub fn parse_span(flag: &str, s: &str) -> Result<i64, ConfigError> {
+    let t = s.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ConfigError(format!(
+            "{flag} {s:?}: give a unit: {t}d for days, {t}h for hours, {t}m or {t}s{}",
+            crate::config::origin_note(flag)
+        )));
+    }
+    parse_seconds(flag, s)
+}
+
 pub fn parse_seconds(flag: &str, s: &str) -> Result<i64, ConfigError> {
     let bad = || {
         ConfigError(format!(
@@ -217,6 +230,15 @@ mod tests {
         let e = parse_seconds("--chunk-size", "1w").unwrap_err();
         assert!(e.to_string().contains("--chunk-size"));
         assert!(parse_seconds("--chunk-size", "0").is_err());
+    }
+
+    #[test]
+    fn reexport_last_without_a_unit_is_refused_not_read_as_seconds() {
+        // Regression: `--reexport-last 2` meant two seconds.
+        let e = parse_span("--reexport-last", "2").unwrap_err().to_string();
+        assert!(e.contains("--reexport-last") && e.contains("2d"), "{e}");
+        assert_eq!(parse_span("--reexport-last", "2d").unwrap(), 172_800);
+        assert_eq!(parse_span("--reexport-last", "90s").unwrap(), 90);
         assert_eq!(
             parse_date("--start-date", "2024-01-01").unwrap(),
             1_704_067_200
