@@ -22,6 +22,21 @@ for tool in unzip sha1sum python3; do
   fi
 done
 
+# The deploy tests validate deploy/cronjob.yaml with kubernetes-validate (PyPI; it brings PyYAML, which
+# they also use to read the YAML).
+if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then apt_install python3-pip; fi
+  say "installing kubernetes-validate"
+  # A Debian python3 is "externally managed" (PEP 668): pip then wants --break-system-packages.
+  python3 -m pip install -q kubernetes-validate \
+    || python3 -m pip install -q --break-system-packages kubernetes-validate \
+    || { say "pip could not install kubernetes-validate; the deploy tests cannot run"; exit 1; }
+  if ! python3 -c 'import kubernetes_validate, yaml' >/dev/null 2>&1; then
+    say "kubernetes-validate was installed but python3 cannot import it (or PyYAML)"
+    exit 1
+  fi
+fi
+
 if ! command -v pg_isready >/dev/null; then
   apt_install postgresql postgresql-client
 fi
