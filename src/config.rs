@@ -135,6 +135,44 @@ pub fn origin_note(flag: &str) -> String {
         .unwrap_or_default()
 }
 
+/// For a command-line error that names flags: where each named flag's value came from, when the
+/// command line did not give it (`GIM_EXPORT_KEEP_DAYS="abc" in the environment`, or the file's key).
+pub fn origin_of_error(message: &str, args: &[OsString]) -> Vec<String> {
+    let given = |long: &str| {
+        args.iter().any(|a| {
+            let a = a.to_string_lossy();
+            a == format!("--{long}") || a.starts_with(&format!("--{long}="))
+        })
+    };
+    let mut notes = Vec::new();
+    for (env, long) in known_settings() {
+        let named = message.contains(&format!("'--{long} "))
+            || message.contains(&format!("'--{long}'"))
+            || message.contains(&format!("--{long} <"));
+        if !named || given(&long) {
+            continue;
+        }
+        let Ok(value) = std::env::var(&env) else {
+            continue;
+        };
+        let value = if value.contains("://") {
+            crate::db::redact(&value)
+        } else {
+            value
+        };
+        match FROM_FILE.get().and_then(|m| m.get(&env)) {
+            Some((file, key)) => notes.push(format!(
+                "--{long} was not given: the value {value:?} comes from key {key:?} in {}",
+                file.display()
+            )),
+            None => notes.push(format!(
+                "--{long} was not given: the value comes from the environment, {env}={value:?}"
+            )),
+        }
+    }
+    notes
+}
+
 /// `key (file)` for every setting taken from the configuration file.
 pub fn settings_from_file() -> Vec<String> {
     FROM_FILE

@@ -25,6 +25,14 @@ pub enum ExitCode {
     Database = 6,
     /// Reading or writing files failed (output directory, export folders).
     Io = 7,
+    /// `export`: folders were published, but `--on-publish` failed for at least one (retention keeps
+    /// it; the next run runs the hook for it again).
+    HookFailed = 8,
+    /// Stopped by SIGINT (Ctrl-C) before the work was done: the folder in progress was finished (or,
+    /// at a second signal, abandoned) and the run recorded. 128 + 2, as a shell reports it.
+    Interrupted = 130,
+    /// Stopped by SIGTERM before the work was done (as `Interrupted`). 128 + 15.
+    Terminated = 143,
 }
 
 /// The text for `--help`.
@@ -37,12 +45,19 @@ Exit codes:
   4  another run holds the output directory's lock (export) or the target (load)
   5  verification failed (a folder is damaged, incomplete, out of chain, or cannot be loaded)
   6  source or target database error
-  7  file error (output directory, export folders)";
+  7  file error (output directory, export folders)
+  8  export: published, but --on-publish failed (the folder is kept and the hook retried next run)
+130  stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM: the folder in progress was finished, or
+     abandoned at a second signal, and the run recorded; run again to go on. With --every a stop
+     is the normal end: 0";
 
 impl ExitCode {
     /// The code for an error: the first error in its chain that has a meaning of its own.
     pub fn of(err: &anyhow::Error) -> ExitCode {
         for cause in err.chain() {
+            if let Some(s) = cause.downcast_ref::<crate::signals::Stopped>() {
+                return s.exit_code();
+            }
             if let Some(e) = cause.downcast_ref::<OutputError>() {
                 return match e {
                     OutputError::Locked(_) => ExitCode::Locked,
@@ -65,6 +80,9 @@ impl ExitCode {
             }
             if cause.downcast_ref::<StartDateOnExistingChain>().is_some()
                 || cause
+                    .downcast_ref::<crate::export::FutureStartDate>()
+                    .is_some()
+                || cause
                     .downcast_ref::<crate::export::NothingToReexport>()
                     .is_some()
                 || cause.downcast_ref::<crate::db::NoExportViews>().is_some()
@@ -75,6 +93,9 @@ impl ExitCode {
                     .downcast_ref::<crate::export::EmptySelection>()
                     .is_some()
                 || cause.downcast_ref::<crate::cmd::ConfigError>().is_some()
+                || cause
+                    .downcast_ref::<crate::simulate::NotASimulatedInfoMart>()
+                    .is_some()
             {
                 return ExitCode::Config;
             }

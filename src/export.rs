@@ -5,16 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::audit::{AuditKeySet, HighWaterMark};
-use crate::db::{DbError, DbUrl, ExportViews, Source, Table};
+use crate::db::{DbUrl, ExportViews, Source, Table};
 use crate::encoding::{OutputEncoding, Transcoder};
 use crate::format::{ExportMetadata, ExportName, Restart, RestartKind};
 use crate::ops::{self, LastRun, Metrics, TableFilter};
@@ -84,37 +83,7 @@ struct ChainInfo {
     full_tables: Option<Vec<String>>,
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-static STOP_NOTIFY: Notify = Notify::const_new();
-
-/// Asks the running job to stop after the export in progress (SIGTERM in follow mode).
-pub fn request_stop() {
-    STOP.store(true, Ordering::SeqCst);
-    STOP_NOTIFY.notify_waiters();
-}
-
-pub fn stop_requested() -> bool {
-    STOP.load(Ordering::SeqCst)
-}
-
-/// Sleeps for `d`, or less if a stop is requested meanwhile.
-pub async fn sleep_unless_stopped(d: std::time::Duration) {
-    if stop_requested() {
-        return;
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(d) => {}
-        _ = STOP_NOTIFY.notified() => {}
-    }
-}
-
-/// A failure that may pass when tried again.
-fn is_transient(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<DbError>()
-            .is_some_and(DbError::is_transient)
-    })
-}
+pub use crate::signals::{request_stop, sleep_unless_stopped, stop_requested};
 
 /// An export `--dry-run` would make.
 #[derive(Clone, Debug)]
@@ -143,16 +112,40 @@ pub struct ExportReport {
     pub pruned: Vec<String>,
     /// Problems that did not fail the run (a failed `--on-publish`).
     pub warnings: Vec<String>,
+    /// `--on-publish` failures of this run (new folders, or folders owed from earlier runs).
+    pub hook_failures: Vec<String>,
+    /// Folders whose `--on-publish` has not succeeded yet, after this run.
+    pub hooks_owed: usize,
     /// Data time of the newest settled source key minus the chain's max-data-ts.
     pub lag_seconds: Option<i64>,
     /// Settled source keys not exported yet.
     pub keys_behind: Option<usize>,
+    /// Settled keys past the chain's high-water mark whose data lies before the chain's start date
+    /// (`--start-date`): this chain never exports them.
+    pub before_start: usize,
+    /// The chain's start date, when it has one.
+    pub chain_start_ts: Option<i64>,
 }
 
 /// `--reexport-last` on a directory with no exports.
 #[derive(Debug, thiserror::Error)]
 #[error("{0} holds no exports: there is nothing to re-export (run a plain export first)")]
 pub struct NothingToReexport(pub String);
+
+/// Refused: a `--start-date` after the newest settled data of the source (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("--start-date {start} is after the newest settled data of the source ({newest}): the chain would start past every row and export nothing until data that late exists; give a date at or before {newest}")]
+pub struct FutureStartDate {
+    pub start: String,
+    pub newest: String,
+}
+
+/// A Unix time as RFC 3339 (UTC).
+pub fn iso(ts: i64) -> String {
+    chrono::DateTime::from_timestamp(ts, 0)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_else(|| ts.to_string())
+}
 
 /// Refused: `--start-date` on a directory that already holds a chain.
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +164,11 @@ pub async fn run(config: &ExportConfig) -> Result<ExportReport> {
     let result = loop {
         let result = run_job(config).await;
         match &result {
-            Err(e) if attempt < config.max_retries && is_transient(e) && !stop_requested() => {
+            Err(e)
+                if attempt < config.max_retries
+                    && crate::db::is_transient_failure(e)
+                    && !stop_requested() =>
+            {
                 let delay = config
                     .retry_delay_seconds
                     .saturating_mul(1 << attempt.min(16))
@@ -187,6 +184,18 @@ pub async fn run(config: &ExportConfig) -> Result<ExportReport> {
             }
             _ => break result,
         }
+    };
+    // A run a second signal abandoned fails with whatever the abandoned writer said: name the stop.
+    let result = match result {
+        Err(e)
+            if crate::signals::abandon_requested()
+                && e.downcast_ref::<crate::signals::Stopped>().is_none() =>
+        {
+            Err(e.context(crate::signals::stopped(
+                "the folder in progress was abandoned; the next run starts it again",
+            )))
+        }
+        r => r,
     };
     if !config.dry_run {
         record_run(config, started, clock.elapsed().as_secs_f64(), &result);
@@ -352,6 +361,10 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
         }
         Some(lock)
     };
+    let mut report = ExportReport::default();
+    if lock.is_some() {
+        retry_owed_hooks(config, &out, &mut report).await?;
+    }
     let latest = out.latest()?;
     let intent = match out.restart_intent()? {
         Some(i) => {
@@ -404,10 +417,12 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
         );
 
     let source = Arc::new(source);
-    let mut report = ExportReport::default();
     let mut newest_source_data: Option<i64> = None;
     let mut settled_above: Vec<i64> = Vec::new();
     loop {
+        if stop_requested() {
+            break;
+        }
         source.begin_snapshot().await?;
         let after = state.as_ref().map(|s| s.hwm.audit_key).unwrap_or(0);
         let pending: Vec<i64> = state
@@ -419,7 +434,30 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
         newest_source_data =
             newest_source_data.max(settled.clone().filter_map(|e| e.max_chunk_ts).max());
         settled_above.clear();
-        settled_above.extend(settled.map(|e| e.audit_key));
+        settled_above.extend(settled.clone().map(|e| e.audit_key));
+        // A new chain cannot start after the newest settled data: it would publish a folder dated
+        // in the future and then wait for data that late, exporting nothing for ever.
+        if state.is_none() {
+            let newest = settled.clone().filter_map(|e| e.max_chunk_ts).max();
+            if let (Some(start), Some(newest)) = (start_ts, newest) {
+                if start > newest {
+                    return Err(FutureStartDate {
+                        start: iso(start),
+                        newest: iso(newest),
+                    }
+                    .into());
+                }
+            }
+        }
+        let chain_start = state.as_ref().map_or(start_ts, |s| s.start_ts);
+        report.before_start = match chain_start {
+            Some(start) => settled
+                .filter(|e| e.max_chunk_ts.is_some_and(|t| t < start))
+                .filter(|e| state.as_ref().is_none_or(|s| e.audit_key > s.hwm.audit_key))
+                .count(),
+            None => 0,
+        };
+        report.chain_start_ts = chain_start;
         let full = chain.full_tables.is_some();
         let plan = plan_next(PlanRequest {
             log: &log,
@@ -476,13 +514,16 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
             }
             chain.full_tables = None;
             if let Some(cmd) = &config.on_publish {
-                let folder = published.folder.clone();
-                let cmd = cmd.clone();
-                if let Err(e) =
-                    tokio::task::spawn_blocking(move || ops::run_hook(&cmd, &folder)).await?
-                {
-                    warn!("{e}; the export stands");
-                    report.warnings.push(e);
+                let name = published.meta.name().folder();
+                if let Err(e) = publish_hook(cmd, &published.folder).await? {
+                    let mut owed = ops::read_hooks_owed(out.path());
+                    owed.insert(name, e.clone());
+                    ops::write_hooks_owed(out.path(), &owed).map_err(|source| OutputError::Io {
+                        path: out.path().join(ops::HOOK_OWED_FILE),
+                        error: source,
+                    })?;
+                    report.warnings.push(e.clone());
+                    report.hook_failures.push(e);
                 }
             }
             report.published.push(published);
@@ -492,7 +533,7 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
             chain.restart = None;
             chain.full_tables = None;
         }
-        if !catch_up || stop_requested() {
+        if !catch_up {
             break;
         }
     }
@@ -502,11 +543,19 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
             settled_above
                 .iter()
                 .filter(|k| **k > s.hwm.audit_key || s.pending.contains(**k))
-                .count(),
+                .count()
+                .saturating_sub(report.before_start),
         );
     }
     if lock.is_some() {
-        for name in ops::prune(out.path(), config.keep_days, std::time::SystemTime::now())? {
+        let owed = ops::read_hooks_owed(out.path());
+        report.hooks_owed = owed.len();
+        for name in ops::prune(
+            out.path(),
+            config.keep_days,
+            std::time::SystemTime::now(),
+            &owed,
+        )? {
             info!(folder = %name, keep_days = config.keep_days, "removed by retention");
             report.pruned.push(name);
         }
@@ -516,6 +565,67 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
         source.close().await;
     }
     Ok(report)
+}
+
+/// Runs `--on-publish` for one folder on a blocking thread; `Ok(Err(text))` when the hook failed.
+async fn publish_hook(cmd: &str, folder: &std::path::Path) -> Result<Result<(), String>> {
+    let (cmd, folder) = (cmd.to_string(), folder.to_path_buf());
+    let r = tokio::task::spawn_blocking(move || ops::run_hook(&cmd, &folder)).await?;
+    if let Err(e) = &r {
+        warn!("{e}; the folder stays published, retention keeps it, and the next run runs the hook for it again");
+    }
+    Ok(r)
+}
+
+/// Runs `--on-publish` again, in chain order, for the folders whose hook failed in earlier runs. A
+/// folder no longer at the top of the output directory (moved aside by a restart, or by hand) is no
+/// longer owed. Without `--on-publish` the owed folders are only reported: retention keeps them.
+async fn retry_owed_hooks(
+    config: &ExportConfig,
+    out: &OutputDir,
+    report: &mut ExportReport,
+) -> Result<()> {
+    let mut owed = ops::read_hooks_owed(out.path());
+    if owed.is_empty() {
+        return Ok(());
+    }
+    let Some(cmd) = &config.on_publish else {
+        warn!(
+            folders = owed.len(),
+            "folders whose --on-publish failed in an earlier run wait for a run with --on-publish; retention keeps them (remove {} to give up on them)",
+            ops::HOOK_OWED_FILE
+        );
+        return Ok(());
+    };
+    let present: BTreeMap<String, PathBuf> = out
+        .exports()?
+        .into_iter()
+        .map(|(n, p)| (n.folder(), p))
+        .collect();
+    let names: Vec<String> = owed.keys().cloned().collect();
+    for name in names {
+        let Some(path) = present.get(&name) else {
+            warn!(folder = %name, "owed an --on-publish but no longer in the output directory: forgotten");
+            owed.remove(&name);
+            continue;
+        };
+        info!(folder = %name, "running --on-publish again for a folder whose hook failed earlier");
+        match publish_hook(cmd, path).await? {
+            Ok(()) => {
+                owed.remove(&name);
+            }
+            Err(e) => {
+                owed.insert(name, e.clone());
+                report.warnings.push(e.clone());
+                report.hook_failures.push(e);
+            }
+        }
+    }
+    ops::write_hooks_owed(out.path(), &owed).map_err(|source| OutputError::Io {
+        path: out.path().join(ops::HOOK_OWED_FILE),
+        error: source,
+    })?;
+    Ok(())
 }
 
 /// Writes the last-run record and the metrics textfile. Failures here are logged, never fatal.
@@ -540,8 +650,13 @@ fn record_run(config: &ExportConfig, started: i64, seconds: f64, result: &Result
             for t in report.published.iter().flat_map(|p| p.meta.tables.iter()) {
                 *rows_per_table.entry(t.name.clone()).or_default() += t.rows;
             }
+            let hook_failed = !report.hook_failures.is_empty();
             LastRun {
-                result: if report.published.is_empty() {
+                result: if crate::signals::received().is_some() {
+                    "stopped"
+                } else if hook_failed {
+                    "hook-failed"
+                } else if report.published.is_empty() {
                     "nothing-to-do"
                 } else {
                     "success"
@@ -558,18 +673,27 @@ fn record_run(config: &ExportConfig, started: i64, seconds: f64, result: &Result
                     .flat_map(|p| p.meta.tables.iter())
                     .map(|t| t.bytes)
                     .sum(),
-                error: None,
+                error: hook_failed.then(|| report.hook_failures.join("; ")),
                 warnings: report.warnings.clone(),
-                last_success_at: Some(now),
+                last_success_at: if hook_failed {
+                    previous.as_ref().and_then(|p| p.last_success_at)
+                } else {
+                    Some(now)
+                },
             }
         }
         Err(e) => LastRun {
-            result: "failed".into(),
+            result: if crate::signals::received().is_some() {
+                "stopped"
+            } else {
+                "failed"
+            }
+            .into(),
             started_at: started,
             finished_at: now,
             duration_seconds: seconds,
             error: Some(format!("{e:#}")),
-            last_success_at: previous.and_then(|p| p.last_success_at),
+            last_success_at: previous.as_ref().and_then(|p| p.last_success_at),
             ..Default::default()
         },
     };
@@ -583,6 +707,7 @@ fn record_run(config: &ExportConfig, started: i64, seconds: f64, result: &Result
         let metrics = Metrics {
             run,
             rows_per_table,
+            on_publish_failures: ops::read_hooks_owed(dir).len(),
             hwm_audit_key: latest.as_ref().map(|m| m.hwm_to.audit_key),
             max_data_ts: latest.as_ref().map(|m| m.max_data_ts),
             lag_seconds: result.as_ref().ok().and_then(|r| r.lag_seconds),
@@ -683,20 +808,28 @@ async fn export_window(
         });
     }
     let mut parts: Vec<TablePart> = Vec::new();
-    while let Some(done) = jobs.join_next().await {
-        match done.context("table task panicked").and_then(|r| r) {
-            Ok(Some(part)) => parts.push(part),
-            Ok(None) => {}
-            Err(e) => {
-                // Stop the other tables, and wait for their writers to let go of the staging folder
-                // before it is removed (on return, by `unstage`).
-                abandoned.store(true, std::sync::atomic::Ordering::Relaxed);
-                jobs.abort_all();
-                while jobs.join_next().await.is_some() {}
-                let _all_closed = writers.write().await;
-                return Err(e);
-            }
+    let failure: Option<anyhow::Error> = loop {
+        let next = tokio::select! {
+            done = jobs.join_next() => done,
+            _ = crate::signals::abandoned() => break Some(anyhow::Error::new(crate::signals::stopped(
+                format!("{} was abandoned; the next run starts it again", name.folder()),
+            ))),
+        };
+        match next.map(|d| d.context("table task panicked").and_then(|r| r)) {
+            None => break None,
+            Some(Ok(Some(part))) => parts.push(part),
+            Some(Ok(None)) => {}
+            Some(Err(e)) => break Some(e),
         }
+    };
+    if let Some(e) = failure {
+        // Stop the other tables, and wait for their writers to let go of the staging folder before
+        // it is removed (on return, by `unstage`).
+        abandoned.store(true, std::sync::atomic::Ordering::Relaxed);
+        jobs.abort_all();
+        while jobs.join_next().await.is_some() {}
+        let _all_closed = writers.write().await;
+        return Err(e);
     }
     parts.sort_by(|a, b| a.summary.name.cmp(&b.summary.name));
     for p in parts.iter().filter(|p| p.replaced > 0) {
@@ -748,7 +881,7 @@ async fn export_window(
         tables = meta.tables.len(),
         rows,
         csv_bytes = bytes,
-        seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+        seconds = (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
         "published"
     );
     Ok(Published { folder, meta })

@@ -20,6 +20,7 @@ pub mod ops;
 pub mod outdir;
 pub mod package;
 pub mod schema;
+pub mod signals;
 pub mod simulate;
 pub mod target;
 pub mod verify;

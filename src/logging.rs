@@ -7,6 +7,24 @@ use std::sync::OnceLock;
 use tracing_subscriber::EnvFilter;
 
 static PROGRESS: AtomicBool = AtomicBool::new(false);
+/// `--json` on a command: 0 off, 1 wanted, 2 printed.
+static SUMMARY: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// The command prints one JSON object on stdout (`--json`) instead of text lines.
+pub fn want_json_summary() {
+    SUMMARY.store(1, Ordering::Relaxed);
+}
+
+pub fn json_summary() -> bool {
+    SUMMARY.load(Ordering::Relaxed) != 0
+}
+
+/// Prints the command's JSON summary on stdout, once.
+pub fn print_json_summary(value: &serde_json::Value) {
+    if SUMMARY.swap(2, Ordering::Relaxed) != 2 {
+        println!("{value}");
+    }
+}
 static JSON: AtomicBool = AtomicBool::new(false);
 
 /// Logs are JSON lines (`--log-format json`): a failure is then reported as one of them.
@@ -16,13 +34,45 @@ pub fn json_enabled() -> bool {
 
 /// Reports the error that ends a run, once: a JSON log line with `--log-format json` (so a log
 /// pipeline sees it, and nothing unparsable lands between its lines), else `gim-export: error: ...`.
-pub fn report_failure(err: &anyhow::Error) {
+/// With `--json`, stdout also gets the outcome (unless the command printed its summary already).
+pub fn report_failure(err: &anyhow::Error, exit_code: i32) {
     if json_enabled() {
         let _span = root_span().entered();
-        tracing::error!(error = %format!("{err:#}"), "failed");
+        tracing::error!(error = %format!("{err:#}"), exit_code, "failed");
     } else {
         eprintln!("gim-export: error: {err:#}");
     }
+    if json_summary() {
+        print_json_summary(&serde_json::json!({
+            "outcome": "failed",
+            "exit_code": exit_code,
+            "error": format!("{err:#}"),
+        }));
+    }
+}
+
+/// A usage error found before logging starts (clap's), as one JSON line when JSON logs were asked
+/// for by flag or environment.
+pub fn report_usage_error(message: &str, exit_code: i32, args: &[std::ffi::OsString]) -> bool {
+    let json = args
+        .windows(2)
+        .any(|w| w[0] == "--log-format" && w[1] == "json")
+        || args.iter().any(|a| a == "--log-format=json")
+        || std::env::var("GIM_EXPORT_LOG_FORMAT").is_ok_and(|v| v == "json");
+    if json {
+        eprintln!(
+            "{}",
+            serde_json::json!({
+                "timestamp": chrono::Utc::now().to_rfc3339(),
+                "level": "ERROR",
+                "message": "failed",
+                "error": message.trim_end(),
+                "exit_code": exit_code,
+                "span": {"name": "gim-export"},
+            })
+        );
+    }
+    json
 }
 static BARS: OnceLock<indicatif::MultiProgress> = OnceLock::new();
 

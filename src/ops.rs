@@ -72,9 +72,15 @@ fn is_complete_folder(dir: &Path, name: &ExportName) -> bool {
 }
 
 /// Removes complete export folders published more than `keep_days` days before `now` (by the folder's
-/// modification time). The newest folder is always kept; anything that is not a complete export
-/// folder is never touched. Returns the names removed.
-pub fn prune(dir: &Path, keep_days: u32, now: SystemTime) -> Result<Vec<String>, OutputError> {
+/// modification time). The newest folder is always kept, and so is every folder in `keep` (those
+/// whose `--on-publish` has not succeeded: they may never have reached the receiver); anything that is
+/// not a complete export folder is never touched. Returns the names removed.
+pub fn prune(
+    dir: &Path,
+    keep_days: u32,
+    now: SystemTime,
+    keep: &HooksOwed,
+) -> Result<Vec<String>, OutputError> {
     let mut removed = Vec::new();
     if keep_days == 0 {
         return Ok(removed);
@@ -84,10 +90,13 @@ pub fn prune(dir: &Path, keep_days: u32, now: SystemTime) -> Result<Vec<String>,
     folders.pop(); // the newest stays: it carries the chain
     for (name, path) in folders {
         let modified = fs::metadata(&path).and_then(|m| m.modified());
+        if keep.contains_key(&name.folder()) {
+            continue;
+        }
         if matches!(modified, Ok(t) if t < cutoff) && is_complete_folder(&path, &name) {
             fs::remove_dir_all(&path).map_err(|source| OutputError::Io {
                 path: path.clone(),
-                source,
+                error: source,
             })?;
             removed.push(name.folder());
         }
@@ -95,23 +104,90 @@ pub fn prune(dir: &Path, keep_days: u32, now: SystemTime) -> Result<Vec<String>,
     Ok(removed)
 }
 
+/// Folders whose `--on-publish` has not succeeded yet, inside the output directory: retention keeps
+/// them, and the next run with `--on-publish` runs the hook for them again, in chain order.
+pub const HOOK_OWED_FILE: &str = ".gim-export.on-publish-owed.json";
+
+/// Folder name -> the last failure of its hook.
+pub type HooksOwed = BTreeMap<String, String>;
+
+pub fn read_hooks_owed(dir: &Path) -> HooksOwed {
+    fs::read_to_string(dir.join(HOOK_OWED_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// Records the folders still owed a successful hook (removes the record when none is).
+pub fn write_hooks_owed(dir: &Path, owed: &HooksOwed) -> std::io::Result<()> {
+    let path = dir.join(HOOK_OWED_FILE);
+    if owed.is_empty() {
+        return match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    let text = serde_json::to_string_pretty(owed).map_err(std::io::Error::other)?;
+    package::replace_file(&path, text.as_bytes())
+}
+
 /// Runs `--on-publish`: `sh -c CMD` with the folder's path as `$1` and in `GIM_EXPORT_FOLDER`.
-/// Returns an error text when it fails; the export stands either way.
+/// The hook sees none of gim-export's settings (no other `GIM_EXPORT_*` variable: the source URL may
+/// hold a password); what it prints goes to the log (stderr), never to our stdout, which is for
+/// results. Returns an error text when it fails; the export stands either way.
 pub fn run_hook(command: &str, folder: &Path) -> Result<(), String> {
-    let status = std::process::Command::new("sh")
-        .arg("-c")
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
         .arg(command)
         .arg("gim-export-on-publish")
         .arg(folder)
-        .env("GIM_EXPORT_FOLDER", folder)
-        .status()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("GIM_EXPORT_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("GIM_EXPORT_FOLDER", folder);
+    let mut child = cmd
+        .spawn()
         .map_err(|e| format!("--on-publish could not start: {e}"))?;
+    let span = tracing::Span::current();
+    let relay = |pipe: Box<dyn std::io::Read + Send>, stream: &'static str| {
+        let span = span.clone();
+        std::thread::spawn(move || {
+            let _entered = span.enter();
+            let mut last = Vec::new();
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                tracing::info!(stream, "on-publish: {line}");
+                last.push(line);
+                if last.len() > 3 {
+                    last.remove(0);
+                }
+            }
+            last
+        })
+    };
+    let out = relay(Box::new(child.stdout.take().expect("piped")), "stdout");
+    let err = relay(Box::new(child.stderr.take().expect("piped")), "stderr");
+    let status = child
+        .wait()
+        .map_err(|e| format!("--on-publish could not be waited for: {e}"))?;
+    let _ = out.join();
+    let said = err.join().unwrap_or_default();
     if status.success() {
         Ok(())
     } else {
         Err(format!(
-            "--on-publish `{command}` failed ({status}) for {}",
-            folder.display()
+            "--on-publish `{command}` failed ({status}) for {}{}",
+            folder.display(),
+            if said.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", said.join(" / "))
+            }
         ))
     }
 }
@@ -119,7 +195,8 @@ pub fn run_hook(command: &str, folder: &Path) -> Result<(), String> {
 /// The result of the last run, as `status` shows it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LastRun {
-    /// `success`, `nothing-to-do` or `failed`.
+    /// `success`, `nothing-to-do`, `hook-failed` (published, but `--on-publish` failed), `stopped`
+    /// (SIGTERM or SIGINT) or `failed`.
     pub result: String,
     pub started_at: i64,
     pub finished_at: i64,
@@ -137,6 +214,13 @@ pub struct LastRun {
     pub last_success_at: Option<i64>,
 }
 
+impl LastRun {
+    /// Succeeded or had nothing to do.
+    pub fn succeeded(&self) -> bool {
+        matches!(self.result.as_str(), "success" | "nothing-to-do")
+    }
+}
+
 pub fn read_last_run(dir: &Path) -> Option<LastRun> {
     let text = fs::read_to_string(dir.join(LAST_RUN_FILE)).ok()?;
     serde_json::from_str(&text).ok()
@@ -152,6 +236,8 @@ pub fn write_last_run(dir: &Path, run: &LastRun) -> std::io::Result<()> {
 pub struct Metrics {
     pub run: LastRun,
     pub rows_per_table: BTreeMap<String, u64>,
+    /// Folders whose `--on-publish` has not succeeded yet.
+    pub on_publish_failures: usize,
     pub hwm_audit_key: Option<i64>,
     pub max_data_ts: Option<i64>,
     pub lag_seconds: Option<i64>,
@@ -170,8 +256,13 @@ pub fn metrics_text(m: &Metrics) -> String {
     let one = |v: f64| vec![(String::new(), v)];
     gauge(
         "last_run_success",
-        "1 if the last run succeeded or had nothing to do, 0 if it failed.",
-        &one(if m.run.result == "failed" { 0.0 } else { 1.0 }),
+        "1 if the last run succeeded or had nothing to do, 0 if it failed, was stopped or its --on-publish failed.",
+        &one(if m.run.succeeded() { 1.0 } else { 0.0 }),
+    );
+    gauge(
+        "on_publish_failures",
+        "Published folders whose --on-publish has not succeeded yet (retention keeps them; the next run retries).",
+        &one(m.on_publish_failures as f64),
     );
     gauge(
         "last_run_duration_seconds",
@@ -271,6 +362,7 @@ mod tests {
                 ..Default::default()
             },
             rows_per_table: [("interaction_fact".to_string(), 5)].into(),
+            on_publish_failures: 2,
             hwm_audit_key: Some(95),
             max_data_ts: Some(1_704_153_579),
             lag_seconds: Some(60),
@@ -280,5 +372,7 @@ mod tests {
         assert!(text.contains("gim_export_last_run_duration_seconds 3\n"));
         assert!(text.contains("# TYPE gim_export_lag_seconds gauge\n"));
         assert!(text.contains("gim_export_last_success_timestamp_seconds 13\n"));
+        assert!(text.contains("gim_export_on_publish_failures 2\n"));
+        assert!(text.contains("gim_export_last_run_success 1\n"));
     }
 }

@@ -33,8 +33,9 @@ pub enum OutputError {
     NotADirectory(PathBuf),
     #[error("another gim-export run holds the lock on {0}")]
     Locked(PathBuf),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    /// The OS error is part of the message, not a separate cause, so that it is said once.
+    #[error("{path}: {error}", path = path.display())]
+    Io { path: PathBuf, error: io::Error },
     #[error("{path}: {reason}")]
     BadState { path: PathBuf, reason: String },
 }
@@ -42,7 +43,7 @@ pub enum OutputError {
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> OutputError + '_ {
     move |source| OutputError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     }
 }
 

@@ -229,7 +229,9 @@ pub fn write_table_part(
         None => out.write_all(&header)?,
     }
     while let Some(chunk) = chunks.blocking_recv() {
-        if abandoned.load(std::sync::atomic::Ordering::Relaxed) {
+        if abandoned.load(std::sync::atomic::Ordering::Relaxed)
+            || crate::signals::abandon_requested()
+        {
             return Err(io::Error::other("abandoned: the export failed elsewhere"));
         }
         counter.feed(&chunk);

@@ -462,7 +462,7 @@ pub fn check_input(input: &Path) -> Result<Vec<FolderCheck>, outdir::OutputError
     if !input.is_dir() {
         return Err(outdir::OutputError::Io {
             path: input.to_path_buf(),
-            source: io::Error::new(io::ErrorKind::NotFound, "no such directory"),
+            error: io::Error::new(io::ErrorKind::NotFound, "no such directory"),
         });
     }
     let own_name = input

@@ -91,7 +91,7 @@ fn bad_files_name_the_key_and_the_file_and_hide_passwords() {
     fs::write(w.join("days.toml"), "keep-days = \"many\"\n").unwrap();
     let o = w.run_code(&mut w.command(&["--config", "days.toml", "export"]), 2);
     assert!(
-        stderr(&o).contains("keep-days (days.toml)"),
+        stderr(&o).contains("the value \"many\" comes from key \"keep-days\" in days.toml"),
         "{}",
         stderr(&o)
     );

@@ -213,7 +213,7 @@ fn a_silently_dead_connection_fails_the_load_within_the_timeout_and_the_next_loa
     simulate(&w, &src, 1, 3000, 93);
     w.run(&["export", "--source", &src, "--output", "out", "--catch-up"]);
     let db = PgDb::new("deadload");
-    w.run(&["target-schema", "--apply", &db.url()]);
+    w.run(&["target-schema", "--target", &db.url()]);
     let (port, stop) = freezing_proxy(100_000, true);
     let url = db
         .url()

@@ -178,7 +178,7 @@ fn an_older_target_is_migrated_then_loaded() {
     );
     assert_target_matches_source(&src, &pg.url(), &w.join("out"));
 
-    let o = w.run(&["target-schema", "--apply", &pg.url()]);
+    let o = w.run(&["target-schema", "--target", &pg.url()]);
     assert!(
         stdout(&o).contains("(0 change(s))"),
         "idempotent: {}",

@@ -19,7 +19,7 @@ fn loader_killed_at_many_points_keeps_whole_exports() {
     let folders = export_folders(&w.join("out"));
     let pg = PgDb::new("crashref");
     // The target after each prefix of the folders, loaded one at a time.
-    w.run(&["target-schema", "--apply", &w.sqlite_url("empty.db")]);
+    w.run(&["target-schema", "--target", &w.sqlite_url("empty.db")]);
     let mut after: Vec<_> = vec![dump_target(&w.sqlite_url("empty.db"))];
     for f in &folders {
         w.run(&[

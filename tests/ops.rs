@@ -15,6 +15,13 @@ fn source(w: &Workdir, days: u32) -> String {
 fn status_says_in_progress_while_an_export_holds_the_lock() {
     let w = Workdir::new("status");
     let src = source(&w, 2);
+    // Regression: a missing output directory (a typo in --output) said "Ready to start", exit 0.
+    let o = w.run_code(
+        &mut w.command(&["status", "--output", "out", "--source", &src]),
+        2,
+    );
+    assert!(stdout(&o).contains("out does not exist"), "{}", stdout(&o));
+    fs::create_dir(w.join("out")).unwrap();
     let o = w.run(&["status", "--output", "out", "--source", &src]);
     assert!(
         stdout(&o).contains("state:        Ready to start"),
@@ -231,17 +238,20 @@ fn on_publish_runs_per_folder_and_its_failure_does_not_undo_the_export() {
     assert_eq!(logged, export_folders(&w.join("out")));
 
     simulate(&w, &src, 1, 150, 41);
-    let o = w.run(&[
-        "export",
-        "--source",
-        &src,
-        "--output",
-        "out",
-        "--on-publish",
-        "exit 7",
-        "--metrics-file",
-        "m.prom",
-    ]);
+    let o = w.run_code(
+        &mut w.command(&[
+            "export",
+            "--source",
+            &src,
+            "--output",
+            "out",
+            "--on-publish",
+            "exit 7",
+            "--metrics-file",
+            "m.prom",
+        ]),
+        8,
+    );
     assert!(
         stderr(&o).contains("--on-publish `exit 7` failed"),
         "{}",

@@ -89,6 +89,7 @@ fn check_history(seed: u64, steps: &[(u32, u8)], chunk_seconds: i64) {
             interactions_per_day: 60,
             start_ts: 1_704_067_200,
             partitioned: false,
+            into_existing: false,
         }))
         .unwrap();
         // 0 = catch up; n = n single exports.

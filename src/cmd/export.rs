@@ -115,7 +115,9 @@ pub struct Args {
     #[arg(long, env = "GIM_EXPORT_KEEP_DAYS", default_value_t = 14)]
     pub keep_days: u32,
     /// Command run after each publish (sh -c), with the folder's path as $1 and in
-    /// GIM_EXPORT_FOLDER. Its failure is reported and does not undo the export.
+    /// GIM_EXPORT_FOLDER, and no other GIM_EXPORT_* variable; what it prints goes to the log. A
+    /// failure does not undo the export: the run exits 8, retention keeps the folder, and the next
+    /// run with --on-publish runs the hook for it again.
     #[arg(long, env = "GIM_EXPORT_ON_PUBLISH", value_name = "CMD")]
     pub on_publish: Option<String>,
     /// Write a Prometheus textfile here after each run (rows per table, duration, bytes, last success,
@@ -123,7 +125,8 @@ pub struct Args {
     #[arg(long, env = "GIM_EXPORT_METRICS_FILE", value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
     /// Keep running: catch up, then export again every SPAN (15m, 1h, ...) as new keys settle. SIGTERM
-    /// or Ctrl-C lets the export in progress finish, then exits 0.
+    /// or Ctrl-C lets the export in progress finish, then exits 0 (a second one abandons it). Without
+    /// --every a stop exits 143 (SIGTERM) or 130 (SIGINT) once the folder in progress is finished.
     #[arg(long, env = "GIM_EXPORT_EVERY", value_name = "SPAN")]
     pub every: Option<String>,
     /// Tries again after a transient database failure (connection lost, timeout, deadlock).
@@ -137,6 +140,10 @@ pub struct Args {
         value_name = "SPAN"
     )]
     pub retry_delay: String,
+    /// Print one JSON object on stdout instead of text: outcome, exit code, each folder with its
+    /// rows per table, totals, seconds (and, on failure, the error).
+    #[arg(long)]
+    pub json: bool,
     /// Value written as gim-schema-version in extracted.xml.
     #[arg(long, env = "GIM_EXPORT_GIM_SCHEMA_VERSION", default_value = "8.5.116")]
     pub gim_schema_version: String,
@@ -203,6 +210,9 @@ impl Args {
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
+    if args.json {
+        crate::logging::want_json_summary();
+    }
     let mut config = args.config()?;
     if let Some(every) = &args.every {
         let every = parse_seconds("--every", every)?;
@@ -212,9 +222,13 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         config.catch_up = true;
         return follow(&config, every).await;
     }
+    let started = std::time::Instant::now();
     let report = export::run(&config).await?;
     if config.dry_run {
         return Ok(print_plan(&report));
+    }
+    if args.json {
+        return Ok(print_json(&report, started.elapsed().as_secs_f64()));
     }
     let rows: u64 = report
         .published
@@ -231,7 +245,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             r
         );
     }
-    match report.published.last() {
+    let code = match report.published.last() {
         Some(last) => {
             println!(
                 "exported {} folder(s), {} rows; chain at audit key {}, max-data-ts {}",
@@ -242,7 +256,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                     .map(|t| t.to_rfc3339())
                     .unwrap_or_default()
             );
-            Ok(ExitCode::Success)
+            ExitCode::Success
         }
         None => {
             println!(
@@ -256,9 +270,85 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                     String::new()
                 }
             );
-            Ok(ExitCode::NothingToDo)
+            if let (n @ 1.., Some(start)) = (report.before_start, report.chain_start_ts) {
+                println!(
+                    "note: {n} settled audit key(s) hold data from before this chain's start date ({}): this chain never exports them; to include them, start a new chain with export --restart --start-date (an earlier date)",
+                    export::iso(start)
+                );
+            }
+            ExitCode::NothingToDo
         }
+    };
+    if crate::signals::received().is_some() {
+        let stopped = crate::signals::stopped(
+            "the export stopped after the folder in progress; run again to go on",
+        );
+        println!("{stopped}");
+        return Ok(stopped.exit_code());
     }
+    if !report.hook_failures.is_empty() {
+        println!(
+            "--on-publish failed for {} folder(s); they stay published, retention keeps them, and the next run runs the hook for them again",
+            report.hook_failures.len()
+        );
+        return Ok(ExitCode::HookFailed);
+    }
+    Ok(code)
+}
+
+/// The exit code and outcome of a run that returned a report.
+fn outcome(report: &ExportReport) -> (ExitCode, &'static str) {
+    if crate::signals::received().is_some() {
+        let code = crate::signals::stopped("").exit_code();
+        (code, "stopped")
+    } else if !report.hook_failures.is_empty() {
+        (ExitCode::HookFailed, "hook-failed")
+    } else if report.published.is_empty() {
+        (ExitCode::NothingToDo, "nothing-to-do")
+    } else {
+        (ExitCode::Success, "success")
+    }
+}
+
+/// `--json`: the run as one JSON object on stdout.
+fn print_json(report: &ExportReport, seconds: f64) -> ExitCode {
+    let (code, outcome) = outcome(report);
+    let folders: Vec<serde_json::Value> = report
+        .published
+        .iter()
+        .map(|p| {
+            let rows: std::collections::BTreeMap<&str, u64> = p
+                .meta
+                .tables
+                .iter()
+                .map(|t| (t.name.as_str(), t.rows))
+                .collect();
+            serde_json::json!({
+                "folder": p.meta.name().folder(),
+                "path": p.folder.display().to_string(),
+                "hwm_audit_key": p.meta.hwm_to.audit_key,
+                "max_data_ts": p.meta.max_data_ts,
+                "rows": rows,
+                "rows_total": p.meta.tables.iter().map(|t| t.rows).sum::<u64>(),
+                "csv_bytes": p.meta.tables.iter().map(|t| t.bytes).sum::<u64>(),
+            })
+        })
+        .collect();
+    crate::logging::print_json_summary(&serde_json::json!({
+        "command": "export",
+        "outcome": outcome,
+        "exit_code": code as i32,
+        "folders": folders,
+        "rows": report.published.iter().flat_map(|p| p.meta.tables.iter()).map(|t| t.rows).sum::<u64>(),
+        "seconds": (seconds * 1000.0).round() / 1000.0,
+        "late_keys_waiting": report.waiting,
+        "keys_before_start": report.before_start,
+        "hook_failures": report.hook_failures,
+        "pruned": report.pruned,
+        "lag_seconds": report.lag_seconds,
+        "keys_behind": report.keys_behind,
+    }));
+    code
 }
 
 /// `--dry-run`: one block per export that would be written.
@@ -291,17 +381,6 @@ fn print_plan(report: &ExportReport) -> ExitCode {
 /// progress, with exit code 0. Failures are logged and retried at the next tick, except those that
 /// no tick can fix (configuration).
 async fn follow(config: &ExportConfig, every: i64) -> Result<ExitCode> {
-    let watcher = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        tracing::info!("stop requested: finishing the export in progress");
-        export::request_stop();
-    };
-    tokio::spawn(tracing::Instrument::in_current_span(watcher));
     tracing::info!(every_seconds = every, "follow mode");
     while !export::stop_requested() {
         match export::run(config).await {
@@ -316,6 +395,7 @@ async fn follow(config: &ExportConfig, every: i64) -> Result<ExitCode> {
                 }
             }
             Err(e) if ExitCode::of(&e) == ExitCode::Config => return Err(e),
+            Err(e) if export::stop_requested() => tracing::warn!("{e:#}"),
             Err(e) => tracing::error!("export failed: {e:#}; trying again in {every} s"),
         }
         export::sleep_unless_stopped(std::time::Duration::from_secs(every as u64)).await;

@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use super::parse_url;
 use crate::exit::ExitCode;
-use crate::load::{self, LoadConfig};
+use crate::load::{self, LoadConfig, LoadEvent};
 
 /// Merge export folders, in chain order, into the target database by primary key.
 ///
@@ -90,9 +90,30 @@ pub struct Args {
         default_value_t = 100_000_000
     )]
     pub max_rows: u64,
+    /// Print one JSON object on stdout instead of text: outcome, exit code, each applied folder
+    /// with its rows per table, schema changes and removals, totals, seconds (and, on failure, the
+    /// error).
+    #[arg(long)]
+    pub json: bool,
+    /// Tries again after a transient database failure (connection lost, timeout, deadlock). Each
+    /// folder is one transaction: a retry goes on from the first folder not committed.
+    #[arg(long, env = "GIM_EXPORT_MAX_RETRIES", default_value_t = 3)]
+    pub max_retries: u32,
+    /// The first wait before trying again (doubling each time, at most 10 minutes).
+    #[arg(
+        long,
+        env = "GIM_EXPORT_RETRY_DELAY",
+        default_value = "30s",
+        value_name = "SPAN"
+    )]
+    pub retry_delay: String,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
+    if args.json {
+        crate::logging::want_json_summary();
+    }
+    let started = std::time::Instant::now();
     let config = LoadConfig {
         input: args.input.clone(),
         target: parse_url("--target", &args.target)?,
@@ -112,44 +133,64 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             max_zip_ratio: args.max_zip_ratio,
             max_rows: args.max_rows,
         },
+        max_retries: args.max_retries,
+        retry_delay_seconds: super::parse_seconds("--retry-delay", &args.retry_delay)? as u64,
     };
-    let report = load::run(&config).await?;
-    // The model's tables on one line (a new target gets them all); each added column on its own.
-    let created: Vec<&str> = report
-        .migrations
-        .iter()
-        .filter_map(|m| m.strip_prefix("created table "))
-        .collect();
-    if !created.is_empty() {
-        println!(
-            "migrated created {} table(s) of the GIM model: {}",
-            created.len(),
-            created.join(", ")
+    if load::input_folders(&config.input)?.is_empty() {
+        let note = format!(
+            "no export folder in {}: nothing to load (the target is left as it is)",
+            config.input.display()
         );
-    }
-    for m in report
-        .migrations
-        .iter()
-        .filter(|m| !m.starts_with("created table "))
-    {
-        println!("migrated {m}");
-    }
-    for a in &report.applied {
-        for c in &a.schema_changes {
-            println!("schema change in {}: {c}", a.folder);
+        if args.json {
+            crate::logging::print_json_summary(&serde_json::json!({
+                "command": "load",
+                "outcome": "nothing-to-do",
+                "exit_code": ExitCode::NothingToDo as i32,
+                "note": note,
+                "applied": [],
+            }));
+        } else {
+            println!("{note}");
         }
-        let removed: u64 = a.removed.values().sum();
-        println!(
-            "applied {} tables={} rows={}{}",
-            a.folder,
-            a.rows.len(),
-            a.rows.values().sum::<u64>(),
-            if a.removed.is_empty() {
-                String::new()
-            } else {
-                format!(" removed={removed} (full resync)")
-            }
-        );
+        return Ok(ExitCode::NothingToDo);
+    }
+    let report = if args.json {
+        load::run(&config, &mut |_| {}).await?
+    } else {
+        load::run(&config, &mut print_event).await?
+    };
+    let code = if report.applied.is_empty() {
+        ExitCode::NothingToDo
+    } else {
+        ExitCode::Success
+    };
+    if args.json {
+        let applied: Vec<serde_json::Value> = report
+            .applied
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "folder": a.folder,
+                    "rows": a.rows,
+                    "rows_total": a.rows.values().sum::<u64>(),
+                    "removed": a.removed,
+                    "schema_changes": a.schema_changes,
+                })
+            })
+            .collect();
+        crate::logging::print_json_summary(&serde_json::json!({
+            "command": "load",
+            "outcome": if code == ExitCode::Success { "success" } else { "nothing-to-do" },
+            "exit_code": code as i32,
+            "target": config.target.to_string(),
+            "migrations": report.migrations,
+            "applied": applied,
+            "rows": report.applied.iter().flat_map(|a| a.rows.values()).sum::<u64>(),
+            "already_applied": report.already_applied,
+            "superseded": report.superseded,
+            "seconds": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        }));
+        return Ok(code);
     }
     if !report.superseded.is_empty() {
         println!(
@@ -165,9 +206,51 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         config.target,
         report.already_applied
     );
-    Ok(if report.applied.is_empty() {
-        ExitCode::NothingToDo
-    } else {
-        ExitCode::Success
-    })
+    Ok(code)
+}
+
+/// Prints each result as it happens, so that what was committed is on stdout even when a later
+/// folder fails.
+fn print_event(event: LoadEvent<'_>) {
+    match event {
+        LoadEvent::Migrated(migrations) => {
+            // The model's tables on one line (a new target gets them all); each added column on its own.
+            let created: Vec<&str> = migrations
+                .iter()
+                .filter_map(|m| m.strip_prefix("created table "))
+                .collect();
+            if !created.is_empty() {
+                println!(
+                    "migrated created {} table(s) of the GIM model: {}",
+                    created.len(),
+                    created.join(", ")
+                );
+            }
+            for m in migrations
+                .iter()
+                .filter(|m| !m.starts_with("created table "))
+            {
+                println!("migrated {m}");
+            }
+        }
+        LoadEvent::Applied(a) => {
+            for c in &a.schema_changes {
+                println!("schema change in {}: {c}", a.folder);
+            }
+            let removed: u64 = a.removed.values().sum();
+            println!(
+                "applied {} tables={} rows={}{}",
+                a.folder,
+                a.rows.len(),
+                a.rows.values().sum::<u64>(),
+                if a.removed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" removed={removed} (full resync)")
+                }
+            );
+        }
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
 }

@@ -98,13 +98,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()?;
     let span = logging::root_span();
     let work = async move {
+        if matches!(cli.command, Command::Export(_) | Command::Load(_)) {
+            crate::signals::install();
+        }
         match cli.command {
             Command::Simulate(a) => simulate::run(a).await,
             Command::Export(a) => export::run(*a).await,
             Command::Verify(a) => verify::run(a).await,
             Command::Load(a) => load::run(a).await,
             Command::Status(a) => status::run(a).await,
-            Command::Config(_) => print_config(),
+            Command::Config(a) => print_config(a.show_secrets),
             Command::TargetSchema(a) => target_schema::run(a).await,
         }
     };
@@ -115,11 +118,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Print the effective configuration: every setting, its value (passwords masked) and where it comes
 /// from (file, environment, default).
 #[derive(Debug, clap::Args)]
-pub struct ConfigArgs {}
+pub struct ConfigArgs {
+    /// Print passwords in database URLs as they are (by default they are masked, and a file
+    /// written from the output needs them put back).
+    #[arg(long)]
+    pub show_secrets: bool,
+}
 
-fn print_config() -> anyhow::Result<ExitCode> {
-    let mut defaults: std::collections::BTreeMap<String, String> = Default::default();
-    fn walk(cmd: &clap::Command, out: &mut std::collections::BTreeMap<String, String>) {
+fn print_config(show_secrets: bool) -> anyhow::Result<ExitCode> {
+    // Every setting with its default and whether it is an on/off flag.
+    let mut defaults: std::collections::BTreeMap<String, (String, bool)> = Default::default();
+    fn walk(cmd: &clap::Command, out: &mut std::collections::BTreeMap<String, (String, bool)>) {
         for arg in cmd.get_arguments() {
             if let Some(env) = arg.get_env() {
                 let d: Vec<String> = arg
@@ -127,8 +136,9 @@ fn print_config() -> anyhow::Result<ExitCode> {
                     .iter()
                     .map(|v| v.to_string_lossy().into_owned())
                     .collect();
+                let flag = !arg.get_action().takes_values();
                 out.entry(env.to_string_lossy().into_owned())
-                    .or_insert_with(|| d.join(","));
+                    .or_insert_with(|| (d.join(","), flag));
             }
         }
         for sub in cmd.get_subcommands() {
@@ -136,21 +146,57 @@ fn print_config() -> anyhow::Result<ExitCode> {
         }
     }
     walk(&<Cli as clap::CommandFactory>::command(), &mut defaults);
+    // A TOML file that --config reads back: every key named after its flag, a comment saying where
+    // its value comes from; settings with no value are commented out.
+    println!("# gim-export settings: flags > GIM_EXPORT_* environment > this file > defaults");
     for (env, flag) in crate::config::known_settings() {
-        let value =
-            std::env::var(&env).unwrap_or_else(|_| defaults.get(&env).cloned().unwrap_or_default());
-        let shown = if value.contains("://") {
-            crate::db::redact(&value)
+        if flag == "config" {
+            continue;
+        }
+        let (default, is_flag) = defaults.get(&env).cloned().unwrap_or_default();
+        let set = std::env::var(&env).ok();
+        let origin = crate::config::source_of(&env);
+        let line = if is_flag {
+            let on = set.as_deref().is_some_and(|v| {
+                !matches!(
+                    v.to_ascii_lowercase().as_str(),
+                    "" | "0" | "false" | "no" | "off" | "n" | "f"
+                )
+            });
+            format!("{flag} = {on}")
         } else {
-            value
+            match set.or_else(|| Some(default).filter(|d| !d.is_empty())) {
+                Some(v) => {
+                    let shown = if v.contains("://") && !show_secrets {
+                        crate::db::redact(&v)
+                    } else {
+                        v
+                    };
+                    format!("{flag} = {}", toml_string(&shown))
+                }
+                None => format!("# {flag} = (not set)"),
+            }
         };
-        println!(
-            "{flag:<20} = {:<44} # {env}, from {}",
-            format!("{shown:?}"),
-            crate::config::source_of(&env)
-        );
+        println!("{line:<60} # {env}, from {origin}");
     }
     Ok(ExitCode::Success)
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::from('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Reads `YYYY-MM-DD` (midnight UTC) or an RFC 3339 time as UTC epoch seconds.

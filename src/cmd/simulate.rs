@@ -14,13 +14,15 @@ use crate::simulate::{self, SimConfig};
 /// finishes after the next one, and a key left in flight at the end. Deterministic from --seed.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Source Info Mart to create or extend: sqlite://FILE or postgres://USER@HOST/DB.
-    #[arg(
-        long,
-        env = "GIM_EXPORT_SOURCE",
-        default_value = "sqlite://infomart.db"
-    )]
+    /// Source Info Mart to create or extend: sqlite://FILE or postgres://USER@HOST/DB. Taken from
+    /// this flag only, never from GIM_EXPORT_SOURCE or the configuration file, which name the
+    /// production Info Mart.
+    #[arg(long, default_value = "sqlite://infomart.db")]
     pub source: String,
+    /// Write into a database that already holds an Info Mart simulate did not create (its rows
+    /// would mix with the simulated ones). Without it such a database is refused.
+    #[arg(long)]
+    pub into_existing: bool,
     /// Days of activity to append.
     #[arg(long, default_value_t = 3)]
     pub days: u32,
@@ -56,6 +58,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         interactions_per_day: args.interactions_per_day,
         start_ts: parse_date("--start-date", &args.start_date)?,
         partitioned: args.partitioned,
+        into_existing: args.into_existing,
     };
     let started = std::time::Instant::now();
     let report = simulate::run(&config).await?;

@@ -23,13 +23,10 @@ pub struct Args {
     /// Directory that holds the export folders.
     #[arg(long, short, env = "GIM_EXPORT_OUTPUT", default_value = "output")]
     pub output: PathBuf,
-    /// Source Info Mart, to measure the lag (sqlite://FILE or postgres://USER@HOST/DB).
-    #[arg(
-        long,
-        env = "GIM_EXPORT_SOURCE",
-        default_value = "sqlite://infomart.db"
-    )]
-    pub source: String,
+    /// Source Info Mart, to measure the lag (sqlite://FILE or postgres://USER@HOST/DB). Without
+    /// it the lag is not measured (status never guesses a source).
+    #[arg(long, env = "GIM_EXPORT_SOURCE")]
+    pub source: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -42,6 +39,27 @@ fn iso(ts: i64) -> String {
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
+    if !args.output.exists() {
+        // A typo in --output, or no export has run here: either way, not "Ready to start".
+        let msg = format!(
+            "the output directory {} does not exist: no export has run there (check --output / GIM_EXPORT_OUTPUT)",
+            args.output.display()
+        );
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "state": "No output directory",
+                    "output": args.output.display().to_string(),
+                    "error": msg,
+                }))?
+            );
+        } else {
+            println!("state:        No output directory");
+            println!("output:       {msg}");
+        }
+        return Ok(ExitCode::Config);
+    }
     let out = OutputDir::new(&args.output)?;
     let in_progress = out.is_locked();
     let holder = std::fs::read_to_string(args.output.join(LOCK_FILE))
@@ -51,33 +69,58 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let latest = out.latest()?;
     let last_run = ops::read_last_run(&args.output);
 
-    // The lag, when the source answers.
-    let url = parse_url("--source", &args.source)?;
-    let (mut behind_keys, mut behind_seconds, mut source_error) = (None, None, None);
-    match Source::connect(&url, 1).await {
-        Ok(source) => {
-            let after = latest.as_ref().map(|m| m.hwm_to.audit_key).unwrap_or(0);
-            let pending: Vec<i64> = latest
-                .as_ref()
-                .and_then(|m| m.pending_audit_keys.clone())
-                .map(|p| p.iter().collect())
-                .unwrap_or_default();
-            match source.read_audit_log(after, &pending).await {
-                Ok(log) => {
-                    let settled: Vec<_> = log.iter().filter(|e| e.is_settled()).collect();
-                    behind_keys = Some(settled.len());
-                    let newest = settled.iter().filter_map(|e| e.max_chunk_ts).max();
-                    let from = latest.as_ref().map(|m| m.max_data_ts);
-                    behind_seconds = match (newest, from) {
-                        (Some(n), Some(f)) => Some((n - f).max(0)),
-                        _ => None,
-                    };
-                }
-                Err(e) => source_error = Some(e.to_string()),
-            }
-            source.close().await;
+    // The lag, when the source answers. Keys whose data lies before the chain's start date are not
+    // behind: this chain never exports them.
+    let url = args
+        .source
+        .as_deref()
+        .map(|s| parse_url("--source", s))
+        .transpose()?;
+    let source_origin = match &args.source {
+        None => "not given",
+        Some(v) if std::env::var("GIM_EXPORT_SOURCE").is_ok_and(|e| &e == v) => {
+            crate::config::source_of("GIM_EXPORT_SOURCE")
         }
-        Err(e) => source_error = Some(e.to_string()),
+        Some(_) => "--source",
+    };
+    let (mut behind_keys, mut behind_seconds, mut source_error) = (None, None, None);
+    let mut before_start = 0usize;
+    let chain_start = latest.as_ref().and_then(|m| m.start_ts);
+    match &url {
+        None => {
+            source_error = Some(
+                "no --source given (or GIM_EXPORT_SOURCE): the lag is not measured".to_string(),
+            )
+        }
+        Some(url) => match Source::connect(url, 1).await {
+            Ok(source) => {
+                let after = latest.as_ref().map(|m| m.hwm_to.audit_key).unwrap_or(0);
+                let pending: Vec<i64> = latest
+                    .as_ref()
+                    .and_then(|m| m.pending_audit_keys.clone())
+                    .map(|p| p.iter().collect())
+                    .unwrap_or_default();
+                match source.read_audit_log(after, &pending).await {
+                    Ok(log) => {
+                        let (settled, early): (Vec<&crate::audit::AuditEntry>, Vec<_>) =
+                            log.iter().filter(|e| e.is_settled()).partition(|e| {
+                                !matches!((chain_start, e.max_chunk_ts), (Some(s), Some(t)) if t < s)
+                            });
+                        before_start = early.len();
+                        behind_keys = Some(settled.len());
+                        let newest = settled.iter().filter_map(|e| e.max_chunk_ts).max();
+                        let from = latest.as_ref().map(|m| m.max_data_ts);
+                        behind_seconds = match (newest, from) {
+                            (Some(n), Some(f)) => Some((n - f).max(0)),
+                            _ => None,
+                        };
+                    }
+                    Err(e) => source_error = Some(e.to_string()),
+                }
+                source.close().await;
+            }
+            Err(e) => source_error = Some(e.to_string()),
+        },
     }
 
     let state = if in_progress {
@@ -97,8 +140,11 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             "pending_audit_keys": latest.as_ref().and_then(|m| m.pending_audit_keys.as_ref()).map(|p| p.to_string()),
             "behind_audit_keys": behind_keys,
             "behind_seconds": behind_seconds,
-            "source": url.to_string(),
+            "source": url.as_ref().map(|u| u.to_string()),
+            "source_from": source_origin,
             "source_error": source_error,
+            "chain_start_ts": chain_start,
+            "before_start_audit_keys": before_start,
             "last_run": last_run,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -108,6 +154,11 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         "state:        {state}{}",
         holder.map(|h| format!(" ({h})")).unwrap_or_default()
     );
+    println!("output:       {}", args.output.display());
+    match &url {
+        Some(u) => println!("source:       {u} (from {source_origin})"),
+        None => println!("source:       not given"),
+    }
     match &latest {
         Some(m) => {
             println!("last folder:  {}", m.name().folder());
@@ -121,7 +172,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 println!("pending keys: {p}");
             }
         }
-        None => println!("last folder:  none yet"),
+        None => println!("last folder:  none yet (no export in this directory)"),
     }
     match (&source_error, behind_keys) {
         (Some(e), _) => println!("behind:       unknown: {e}"),
@@ -132,6 +183,12 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 .unwrap_or_default()
         ),
         _ => {}
+    }
+    if let (n @ 1.., Some(start)) = (before_start, chain_start) {
+        println!(
+            "before start: {n} settled audit key(s) hold data from before the chain's start date ({}): this chain never exports them (export --restart --start-date EARLIER to include them)",
+            iso(start)
+        );
     }
     match last_run {
         Some(r) => println!(

@@ -14,12 +14,12 @@ use crate::target;
 /// the loader's ledger; on an older target it adds missing tables and columns and never drops anything.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// sqlite or postgresql (with --apply, taken from the URL when omitted).
+    /// sqlite or postgresql (with --target, taken from the URL when omitted).
     #[arg(long)]
     pub dialect: Option<String>,
-    /// Apply the script to this database instead of printing it.
-    #[arg(long, value_name = "URL")]
-    pub apply: Option<String>,
+    /// Apply the script to this target database instead of printing it (`--apply` is the old name).
+    #[arg(long, value_name = "URL", alias = "apply")]
+    pub target: Option<String>,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
@@ -31,18 +31,19 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 .map_err(|e: String| ConfigError(format!("--dialect: {e}")))
         })
         .transpose()?;
-    match args.apply {
+    match args.target {
         None => {
             let dialect = dialect
                 .ok_or_else(|| ConfigError("--dialect is required to print the script".into()))?;
             print!("{}", target::script(dialect));
         }
         Some(url) => {
-            let url = parse_url("--apply", &url)?;
+            let url = parse_url("--target", &url)?;
             if dialect.is_some_and(|d| d != url.dialect()) {
-                return Err(
-                    ConfigError(format!("--dialect does not match the --apply URL {url}")).into(),
-                );
+                return Err(ConfigError(format!(
+                    "--dialect does not match the --target URL {url}"
+                ))
+                .into());
             }
             let target = Target::connect(&url).await?;
             let changes = target.ensure_schema().await?;

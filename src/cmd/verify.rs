@@ -16,11 +16,62 @@ pub struct Args {
     /// An export folder, or a directory of export folders.
     #[arg(long, short, env = "GIM_EXPORT_INPUT", default_value = "output")]
     pub input: PathBuf,
+    /// Print one JSON object on stdout instead of text: outcome, exit code, each folder with its
+    /// problems and rows per table, and the totals.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
     let input = args.input.clone();
+    if args.json {
+        crate::logging::want_json_summary();
+    }
     let checks = tokio::task::spawn_blocking(move || verify::check_input(&input)).await??;
+    if args.json {
+        let mut totals: std::collections::BTreeMap<&str, u64> = Default::default();
+        for c in checks.iter().filter(|c| c.is_ok()) {
+            for (table, rows) in &c.rows {
+                *totals.entry(table.as_str()).or_default() += rows;
+            }
+        }
+        let failed = checks.iter().filter(|c| !c.is_ok()).count();
+        let problems: usize = checks.iter().map(|c| c.problems.len()).sum();
+        let ok = failed == 0 && !checks.is_empty();
+        let code = if ok {
+            ExitCode::Success
+        } else {
+            ExitCode::VerifyFailed
+        };
+        let folders: Vec<serde_json::Value> = checks
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "folder": c.folder,
+                    "ok": c.is_ok(),
+                    "problems": c.problems,
+                    "rows": c.rows,
+                })
+            })
+            .collect();
+        crate::logging::print_json_summary(&serde_json::json!({
+            "command": "verify",
+            "outcome": if ok { "ok" } else { "failed" },
+            "exit_code": code as i32,
+            "input": args.input.display().to_string(),
+            "folders": folders,
+            "rows_per_table": totals,
+            "note": checks.is_empty().then_some("no export folders found"),
+        }));
+        if !ok {
+            return Err(VerifyFailed {
+                problems: problems.max(1),
+                folders: failed.max(1),
+            }
+            .into());
+        }
+        return Ok(code);
+    }
     let mut problems = 0;
     for c in &checks {
         if c.is_ok() {

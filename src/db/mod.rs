@@ -213,6 +213,14 @@ impl DbError {
 
 /// Connection failures, timeouts, and PostgreSQL's connection-exception (08), operator-intervention
 /// (57P01-57P03), serialization (40001), deadlock (40P01) and too-many-connections (53300) states.
+/// A failure that may pass when tried again: a transient database error anywhere in its chain.
+pub fn is_transient_failure(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<DbError>()
+            .is_some_and(DbError::is_transient)
+    })
+}
+
 fn is_transient(e: &sqlx::Error) -> bool {
     match e {
         // A host name that does not resolve will not resolve on the next try either.

@@ -39,6 +39,10 @@ pub struct LoadConfig {
     /// Apply the first folder of a restarted chain (a new chain generation) over what the target holds.
     pub accept_restart: bool,
     pub limits: LoadLimits,
+    /// Tries again after a transient database failure, this many times.
+    pub max_retries: u32,
+    /// The first wait before trying again; it doubles each time (at most 10 minutes).
+    pub retry_delay_seconds: u64,
 }
 
 /// One applied export.
@@ -285,7 +289,7 @@ pub fn input_folders(input: &Path) -> Result<Vec<(String, PathBuf)>> {
     if !input.is_dir() {
         anyhow::bail!(crate::outdir::OutputError::Io {
             path: input.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+            error: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
         });
     }
     let own = input
@@ -426,18 +430,78 @@ impl Target {
     }
 }
 
-/// Loads every folder of `config.input` not yet in the target.
-pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
+/// What a load reports as it happens (so that a result reaches the user even when a later folder
+/// fails).
+#[derive(Debug)]
+pub enum LoadEvent<'a> {
+    /// The target schema was created or migrated to the GIM model.
+    Migrated(&'a [String]),
+    /// A folder was applied and committed.
+    Applied(&'a Applied),
+}
+
+/// Loads every folder of `config.input` not yet in the target, telling `events` as it goes. A
+/// transient database failure (connection lost, timeout, deadlock) is tried again up to
+/// `config.max_retries` times, waiting `retry_delay_seconds`, doubled each time (at most 10
+/// minutes): each folder is one transaction, so a retry starts at the first folder not committed.
+pub async fn run(
+    config: &LoadConfig,
+    events: &mut (dyn FnMut(LoadEvent<'_>) + Send),
+) -> Result<LoadReport> {
+    let mut attempt = 0;
+    let mut report = LoadReport::default();
+    loop {
+        // Folders committed by an earlier attempt are in the ledger now: not "already applied".
+        let applied_before = report.applied.len();
+        report.already_applied = 0;
+        match run_once(config, events, &mut report).await {
+            Ok(()) => {
+                report.already_applied = report.already_applied.saturating_sub(applied_before);
+                return Ok(report);
+            }
+            Err(e)
+                if attempt < config.max_retries
+                    && crate::db::is_transient_failure(&e)
+                    && !crate::signals::stop_requested() =>
+            {
+                let delay = config
+                    .retry_delay_seconds
+                    .saturating_mul(1 << attempt.min(16))
+                    .min(600);
+                attempt += 1;
+                warn!(
+                    attempt,
+                    of = config.max_retries,
+                    delay_seconds = delay,
+                    "transient failure, trying again: {e:#}"
+                );
+                crate::signals::sleep_unless_stopped(std::time::Duration::from_secs(delay)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn run_once(
+    config: &LoadConfig,
+    events: &mut (dyn FnMut(LoadEvent<'_>) + Send),
+    report: &mut LoadReport,
+) -> Result<()> {
     let folders = input_folders(&config.input)?;
+    if folders.is_empty() {
+        // Nothing to apply: leave the target as it is (no schema created in an empty database).
+        return Ok(());
+    }
     let mut target = Target::connect(&config.target).await?;
     target.lock().await?;
-    let mut report = LoadReport {
-        migrations: target.ensure_schema().await?,
-        ..Default::default()
-    };
-    for m in &report.migrations {
+    let migrations = target.ensure_schema().await?;
+    for m in &migrations {
         info!(migration = %m, "target schema migrated");
     }
+    if !migrations.is_empty() {
+        events(LoadEvent::Migrated(&migrations));
+    }
+    report.migrations.extend(migrations);
     let ledger = target.ledger().await?;
     let mut last: Option<LedgerEntry> = ledger.last().cloned();
     if let (Some(_), Some(l)) = (&config.from_folder, &last) {
@@ -501,6 +565,14 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
     }
 
     while let Some(i) = next_folder(&candidates, last.as_ref()) {
+        if crate::signals::stop_requested() {
+            target.close().await;
+            return Err(crate::signals::stopped(format!(
+                "the load stopped after {} folder(s); run again to go on",
+                report.applied.len()
+            ))
+            .into());
+        }
         let Candidate {
             name,
             path,
@@ -627,11 +699,20 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
         for c in &folder_plan.changes {
             info!(folder = %name, change = %c, "target schema changed");
         }
-        let (rows, removed) = match target
-            .apply(&zip_path, &folder_plan, &plans, &clear, &entry, encoding)
-            .await
-        {
+        let applying = target.apply(&zip_path, &folder_plan, &plans, &clear, &entry, encoding);
+        // A second stop request abandons the folder: its transaction rolls back.
+        let applied = tokio::select! {
+            r = applying => r,
+            _ = crate::signals::abandoned() => Err(anyhow::Error::new(crate::signals::stopped(
+                format!("{name} was abandoned (rolled back); run again to go on"),
+            ))),
+        };
+        let (rows, removed) = match applied {
             Ok(r) => r,
+            Err(e) if e.downcast_ref::<crate::signals::Stopped>().is_some() => {
+                target.close().await;
+                return Err(e);
+            }
             // A refusal names the folder already; anything else gets it here.
             Err(e) if e.downcast_ref::<LoadRefused>().is_some() => return Err(e),
             Err(e) => return Err(e.context(format!("{name}: not applied"))),
@@ -641,7 +722,7 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
             tables = plans.len(),
             rows = rows.values().sum::<u64>(),
             removed = removed.values().sum::<u64>(),
-            seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+            seconds = (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
             "applied"
         );
         report.applied.push(Applied {
@@ -650,6 +731,9 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
             removed,
             schema_changes: folder_plan.changes.clone(),
         });
+        events(LoadEvent::Applied(
+            report.applied.last().expect("just pushed"),
+        ));
         last = Some(entry);
     }
 
@@ -732,7 +816,7 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport> {
         return Err(r.into());
     }
     target.close().await;
-    Ok(report)
+    Ok(())
 }
 
 /// An input folder not applied yet.

@@ -59,7 +59,18 @@ pub struct SimConfig {
     /// PostgreSQL only: build the fact tables as a partitioned Info Mart has them (declarative range
     /// partitions by day, and inheritance children), when the schema is first created.
     pub partitioned: bool,
+    /// Write into a database that holds an Info Mart `simulate` did not create.
+    pub into_existing: bool,
 }
+
+/// The table that marks a database as one `simulate` created (it has no `CREATE_AUDIT_KEY`, so it
+/// is never exported).
+pub const SIMULATED_MARKER: &str = "gim_export_simulated";
+
+/// Refused: the database holds an Info Mart that `simulate` did not create (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0} holds an Info Mart (CTL_AUDIT_LOG) that simulate did not create: simulated rows would mix with real ones. Give simulate its own database with --source, or --into-existing if this is what you want")]
+pub struct NotASimulatedInfoMart(pub String);
 
 /// What a call wrote.
 #[derive(Clone, Debug, Default)]
@@ -370,6 +381,16 @@ struct Simulator {
 /// Appends `config.days` days of activity to the database (creating the schema first if needed).
 pub async fn run(config: &SimConfig) -> Result<SimReport> {
     let db = SimDb::connect(&config.target).await?;
+    if db.has_table("ctl_audit_log").await?
+        && !db.has_table(SIMULATED_MARKER).await?
+        && !config.into_existing
+    {
+        return Err(NotASimulatedInfoMart(config.target.to_string()).into());
+    }
+    db.execute(&[format!(
+        "CREATE TABLE IF NOT EXISTS {SIMULATED_MARKER} (note VARCHAR(200))"
+    )])
+    .await?;
     if config.partitioned {
         db.create_partitioned_schema().await?;
     }

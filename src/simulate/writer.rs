@@ -369,6 +369,22 @@ impl SimDb {
         })
     }
 
+    /// Whether the database (PostgreSQL: the current schema) has a table of this name, in any case.
+    pub async fn has_table(&self, name: &str) -> Result<bool> {
+        let name = name.to_ascii_lowercase().replace('\'', "");
+        let sql = match self {
+            SimDb::Sqlite(..) => format!(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND lower(name) = '{name}'"
+            ),
+            SimDb::Postgres(..) => format!(
+                "SELECT COUNT(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = current_schema() AND lower(c.relname) = '{name}' AND c.relkind IN ('r', 'p')"
+            ),
+        };
+        let rows = self.ints(&sql).await?;
+        Ok(rows.first().and_then(|r| r[0]).unwrap_or(0) > 0)
+    }
+
     pub async fn max_id(&self, table: &str, column: &str) -> Result<i64> {
         let rows = self
             .ints(&format!(
