@@ -83,6 +83,9 @@ impl ExitCode {
                     .downcast_ref::<crate::export::FutureStartDate>()
                     .is_some()
                 || cause
+                    .downcast_ref::<crate::export::TableSelectionChanged>()
+                    .is_some()
+                || cause
                     .downcast_ref::<crate::export::NothingToReexport>()
                     .is_some()
                 || cause.downcast_ref::<crate::db::NoExportViews>().is_some()

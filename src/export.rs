@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::audit::{AuditKeySet, HighWaterMark};
 use crate::db::{DbUrl, ExportViews, Source, Table};
 use crate::encoding::{OutputEncoding, Transcoder};
-use crate::format::{ExportMetadata, ExportName, Restart, RestartKind};
+use crate::format::{ExportMetadata, ExportName, Restart, RestartKind, TableSelection};
 use crate::ops::{self, LastRun, Metrics, TableFilter};
 use crate::outdir::{OutputDir, OutputError, RestartIntent};
 use crate::package::{self, TablePart, ZipStyle};
@@ -56,6 +56,8 @@ pub struct ExportConfig {
     pub encoding: OutputEncoding,
     /// `--use-export-views`: read through these views instead of the tables.
     pub views: Option<ExportViews>,
+    /// `--allow-table-change`: continue the chain with other `--include`/`--exclude` patterns.
+    pub allow_table_change: bool,
 }
 
 /// Whether a run continues the chain in the output directory or replaces it.
@@ -81,6 +83,8 @@ struct ChainInfo {
     /// Only on the first export of a new chain.
     restart: Option<Restart>,
     full_tables: Option<Vec<String>>,
+    /// The tables this run exports, written in every folder.
+    selection: TableSelection,
 }
 
 pub use crate::signals::{request_stop, sleep_unless_stopped, stop_requested};
@@ -131,6 +135,38 @@ pub struct ExportReport {
 #[derive(Debug, thiserror::Error)]
 #[error("{0} holds no exports: there is nothing to re-export (run a plain export first)")]
 pub struct NothingToReexport(pub String);
+
+/// Refused: `--include`/`--exclude` differ from the patterns the chain was exported with (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("the table selection changed: {latest} was exported with {before}, this run asks for {now}{delta}. A table left out stops receiving changes; a table added holds only rows changed from now on (export --full-resync brings its older rows). Give --allow-table-change if this is meant, or run with the chain's own selection")]
+pub struct TableSelectionChanged {
+    pub latest: String,
+    pub before: String,
+    pub now: String,
+    pub delta: String,
+}
+
+/// `; tables added: a, b; tables left out: c` for two table lists.
+fn table_delta(before: &[String], now: &[String]) -> String {
+    let added: Vec<&str> = now
+        .iter()
+        .filter(|t| !before.contains(t))
+        .map(String::as_str)
+        .collect();
+    let removed: Vec<&str> = before
+        .iter()
+        .filter(|t| !now.contains(t))
+        .map(String::as_str)
+        .collect();
+    let mut s = String::new();
+    if !added.is_empty() {
+        s.push_str(&format!("; tables added: {}", added.join(", ")));
+    }
+    if !removed.is_empty() {
+        s.push_str(&format!("; tables left out: {}", removed.join(", ")));
+    }
+    s
+}
 
 /// Refused: a `--start-date` after the newest settled data of the source (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -378,6 +414,12 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
         }
         None => plan_restart(config, &out, latest.as_ref())?,
     };
+    let selection = TableSelection::new(
+        &config.tables.include,
+        &config.tables.exclude,
+        &tables.iter().map(|t| t.lower_name()).collect::<Vec<_>>(),
+    );
+    check_table_selection(config, intent.is_some(), latest.as_ref(), &selection)?;
     let start_ts = match &intent {
         Some(i) => i.start_ts,
         None => config.start_ts,
@@ -403,9 +445,11 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
             }),
             full_tables: (i.kind == RestartKind::Full.as_str())
                 .then(|| tables.iter().map(|t| t.lower_name()).collect()),
+            selection: selection.clone(),
         },
         None => ChainInfo {
             generation: latest.as_ref().map_or(0, |m| m.generation),
+            selection: selection.clone(),
             ..Default::default()
         },
     };
@@ -565,6 +609,43 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
         source.close().await;
     }
     Ok(report)
+}
+
+/// The tables a chain exports are part of it: a plain run whose `--include`/`--exclude` differ from
+/// the newest folder's is refused unless `--allow-table-change`; the same patterns selecting other
+/// tables (the source gained or lost one) are reported. A restart, re-export or full resync starts
+/// a chain, and may choose its tables.
+fn check_table_selection(
+    config: &ExportConfig,
+    new_chain: bool,
+    latest: Option<&ExportMetadata>,
+    now: &TableSelection,
+) -> Result<()> {
+    let Some((latest, before)) = latest.and_then(|m| m.selection.as_ref().map(|s| (m, s))) else {
+        return Ok(());
+    };
+    let delta = table_delta(&before.tables, &now.tables);
+    if !before.same_patterns(now) {
+        if !new_chain && !config.allow_table_change && !config.dry_run {
+            return Err(TableSelectionChanged {
+                latest: latest.name().folder(),
+                before: before.describe(),
+                now: now.describe(),
+                delta,
+            }
+            .into());
+        }
+        warn!(
+            before = %before.describe(),
+            now = %now.describe(),
+            "the table selection changes{delta}"
+        );
+    } else if !delta.is_empty() {
+        warn!(
+            "the source's tables changed under the same selection{delta}: an added table holds only rows changed from now on (export --full-resync brings its older rows)"
+        );
+    }
+    Ok(())
 }
 
 /// Runs `--on-publish` for one folder on a blocking thread; `Ok(Err(text))` when the hook failed.
@@ -857,6 +938,7 @@ async fn export_window(
         restart: chain.restart,
         full_tables: chain.full_tables.clone(),
         encoding: config.encoding.xml_name(),
+        selection: Some(chain.selection.clone()),
         tables: parts.iter().map(|p| p.summary.clone()).collect(),
     };
     {

@@ -327,7 +327,62 @@ pub struct ExportMetadata {
     pub full_tables: Option<Vec<String>>,
     /// The CSVs' character set (WHATWG name); absent means UTF-8.
     pub encoding: Option<String>,
+    /// Which tables the chain exports: part of the chain, so that a run with another selection is
+    /// noticed (absent in folders of other writers and older versions).
+    pub selection: Option<TableSelection>,
     pub tables: Vec<TableSummary>,
+}
+
+/// `--include` / `--exclude` as an export applied them, and the tables they selected (lower case,
+/// sorted): `<selected-tables>`, `<include-tables>`, `<exclude-tables>`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableSelection {
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub tables: Vec<String>,
+}
+
+impl TableSelection {
+    /// Patterns lower-cased, sorted and without repeats, so that the same selection compares equal
+    /// however it was typed.
+    pub fn new(include: &[String], exclude: &[String], tables: &[String]) -> TableSelection {
+        let norm = |v: &[String]| {
+            let mut v: Vec<String> = v
+                .iter()
+                .map(|p| p.trim().to_ascii_lowercase())
+                .filter(|p| !p.is_empty())
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        TableSelection {
+            include: norm(include),
+            exclude: norm(exclude),
+            tables: norm(tables),
+        }
+    }
+
+    /// Same patterns (the tables they select may still differ as the source changes).
+    pub fn same_patterns(&self, other: &TableSelection) -> bool {
+        self.include == other.include && self.exclude == other.exclude
+    }
+
+    /// `--include a,b --exclude c`, or `every table`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.include.is_empty() {
+            parts.push(format!("--include {}", self.include.join(",")));
+        }
+        if !self.exclude.is_empty() {
+            parts.push(format!("--exclude {}", self.exclude.join(",")));
+        }
+        if parts.is_empty() {
+            "every table (no --include or --exclude)".into()
+        } else {
+            parts.join(" ")
+        }
+    }
 }
 
 /// Why a chain was restarted (`<restart kind=...>`).
@@ -429,6 +484,15 @@ impl ExportMetadata {
         }
         if let Some(v) = &self.encoding {
             text(&mut w, "encoding", v);
+        }
+        if let Some(sel) = &self.selection {
+            text(&mut w, "selected-tables", &sel.tables.join(" "));
+            if !sel.include.is_empty() {
+                text(&mut w, "include-tables", &sel.include.join(" "));
+            }
+            if !sel.exclude.is_empty() {
+                text(&mut w, "exclude-tables", &sel.exclude.join(" "));
+            }
         }
         let _ = w.write_event(Event::Start(BytesStart::new("tables")));
         for t in &self.tables {
@@ -629,6 +693,19 @@ impl ExportMetadata {
                 .get("encoding")
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty()),
+            selection: fields.get("selected-tables").map(|t| {
+                let words = |k: &str| -> Vec<String> {
+                    fields
+                        .get(k)
+                        .map(|v| v.split_whitespace().map(String::from).collect())
+                        .unwrap_or_default()
+                };
+                TableSelection::new(
+                    &words("include-tables"),
+                    &words("exclude-tables"),
+                    &t.split_whitespace().map(String::from).collect::<Vec<_>>(),
+                )
+            }),
             tables,
         })
     }
@@ -681,6 +758,7 @@ mod tests {
             restart: None,
             full_tables: None,
             encoding: None,
+            selection: None,
             tables: vec![TableSummary {
                 name: "interaction_fact".into(),
                 file: "interaction_fact.csv".into(),
@@ -742,7 +820,19 @@ mod tests {
         });
         m.full_tables = Some(vec!["interaction_fact".into(), "tenant".into()]);
         m.encoding = Some("windows-1252".into());
+        m.selection = Some(TableSelection::new(
+            &["IRF_*".into(), "interaction_fact".into()],
+            &[],
+            &["irf_user_data_cust_1".into(), "interaction_fact".into()],
+        ));
         let xml = m.to_xml();
+        assert!(
+            xml.contains(
+                "<selected-tables>interaction_fact irf_user_data_cust_1</selected-tables>"
+            ) && xml.contains("<include-tables>interaction_fact irf_*</include-tables>")
+                && !xml.contains("exclude-tables"),
+            "{xml}"
+        );
         assert!(
             xml.contains("<chain-generation>2</chain-generation>"),
             "{xml}"

@@ -667,3 +667,85 @@ fn an_os_error_is_said_once() {
     assert_eq!(err.matches("os error").count(), 1, "{err}");
     assert!(err.contains("/proc/nope"), "{err}");
 }
+
+#[test]
+fn a_changed_table_selection_is_refused_unless_allowed_and_every_folder_records_it() {
+    // Regression: the selection was not part of the chain, so a run with other --include patterns
+    // moved the chain on past the rows of the tables it left out.
+    let w = Workdir::new("selection");
+    let src = w.sqlite_url("im.db");
+    simulate(&w, &src, 3, 60, 17);
+    w.run(&["export", "--source", &src, "--output", "out"]);
+    let first = export_folders(&w.join("out"))[0].clone();
+    let xml = fs::read_to_string(
+        w.join("out")
+            .join(&first)
+            .join(format!("{first}.extracted.xml")),
+    )
+    .unwrap();
+    assert!(
+        xml.contains("<selected-tables>date_time interaction_descriptor interaction_fact"),
+        "{xml}"
+    );
+    let before = tree(&w.join("out"));
+    let o = w.run_code(
+        &mut w.command(&[
+            "export",
+            "--source",
+            &src,
+            "--output",
+            "out",
+            "--include",
+            "interaction_*",
+        ]),
+        2,
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains("the table selection changed")
+            && err.contains("tables left out: date_time")
+            && err.contains("--allow-table-change"),
+        "{err}"
+    );
+    assert_same_tree(
+        &before,
+        &tree(&w.join("out")),
+        "a refused run writes nothing",
+    );
+
+    w.run(&[
+        "export",
+        "--source",
+        &src,
+        "--output",
+        "out",
+        "--include",
+        "interaction_*",
+        "--allow-table-change",
+    ]);
+    let second = export_folders(&w.join("out"))[1].clone();
+    let xml = fs::read_to_string(
+        w.join("out")
+            .join(&second)
+            .join(format!("{second}.extracted.xml")),
+    )
+    .unwrap();
+    assert!(
+        xml.contains("<include-tables>interaction_*</include-tables>"),
+        "{xml}"
+    );
+    // The chain's selection is now that one: dropping it is a change too.
+    w.run_code(
+        &mut w.command(&["export", "--source", &src, "--output", "out"]),
+        2,
+    );
+    w.run(&[
+        "export",
+        "--source",
+        &src,
+        "--output",
+        "out",
+        "--include",
+        "INTERACTION_*",
+    ]);
+}

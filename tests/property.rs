@@ -118,6 +118,7 @@ fn check_history(seed: u64, steps: &[(u32, u8)], chunk_seconds: i64) {
                 mode: Default::default(),
                 encoding: Default::default(),
                 views: None,
+                allow_table_change: false,
             }))
             .unwrap();
         }

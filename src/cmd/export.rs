@@ -110,6 +110,12 @@ pub struct Args {
         value_name = "PATTERN"
     )]
     pub exclude: Vec<String>,
+    /// Continue the chain although --include/--exclude differ from the newest folder's (recorded
+    /// in its extracted.xml). Without it such a run is refused: a table left out would silently
+    /// stop receiving changes. A table added holds only rows changed from then on; export
+    /// --full-resync brings its older rows. A one-off: no environment variable or config key.
+    #[arg(long)]
+    pub allow_table_change: bool,
     /// Remove complete export folders published more than this many days ago (0 keeps them all).
     /// The newest folder is always kept.
     #[arg(long, env = "GIM_EXPORT_KEEP_DAYS", default_value_t = 14)]
@@ -197,6 +203,7 @@ impl Args {
                 prefix: self.export_views_prefix.clone(),
                 schema: self.export_views_schema.clone(),
             }),
+            allow_table_change: self.allow_table_change,
             encoding: OutputEncoding::from_label(&self.encoding, self.on_unmappable).ok_or_else(
                 || {
                     ConfigError(format!(
