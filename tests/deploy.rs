@@ -456,6 +456,23 @@ fn the_cronjob_does_not_rerun_a_run_that_had_nothing_to_do() {
 }
 
 #[test]
+fn a_quiet_period_is_a_successful_job_not_a_failed_one() {
+    // Regression: exit 3 (nothing to do) failed the Job (through the pod failure policy) at every
+    // quiet period, so failed Jobs could not be alerted on.
+    let cj = cronjob();
+    assert_eq!(
+        setting(
+            container(&cj),
+            "--idle-exit-code",
+            "GIM_EXPORT_IDLE_EXIT_CODE"
+        )
+        .as_deref(),
+        Some("0"),
+        "set GIM_EXPORT_IDLE_EXIT_CODE=0 (or --idle-exit-code 0) so that nothing to do exits 0"
+    );
+}
+
+#[test]
 fn every_exit_code_gets_the_job_action_its_meaning_calls_for() {
     let cj = cronjob();
     let policy = &job_spec(&cj)["podFailurePolicy"];

@@ -749,3 +749,31 @@ fn a_changed_table_selection_is_refused_unless_allowed_and_every_folder_records_
         "INTERACTION_*",
     ]);
 }
+
+#[test]
+fn idle_exit_code_zero_makes_nothing_to_export_a_success_for_schedulers() {
+    let w = Workdir::new("idle-exit");
+    let src = w.sqlite_url("im.db");
+    simulate(&w, &src, 1, 30, 18);
+    w.run(&["export", "--source", &src, "--output", "out", "--catch-up"]);
+    w.run_code(
+        &mut w.command(&["export", "--source", &src, "--output", "out"]),
+        3,
+    );
+    let mut cmd = w.command(&["export", "--source", &src, "--output", "out"]);
+    cmd.env("GIM_EXPORT_IDLE_EXIT_CODE", "0");
+    let o = w.run_code(&mut cmd, 0);
+    assert!(stdout(&o).contains("nothing to export"), "{}", stdout(&o));
+    w.run_code(
+        &mut w.command(&[
+            "export",
+            "--source",
+            &src,
+            "--output",
+            "out",
+            "--idle-exit-code",
+            "1",
+        ]),
+        2,
+    );
+}

@@ -146,6 +146,13 @@ pub struct Args {
         value_name = "SPAN"
     )]
     pub retry_delay: String,
+    /// Exit code when there is nothing new to export: 3 (default) tells a script that no folder was
+    /// written; 0 suits schedulers that count every other code as a failed job (a Kubernetes Job).
+    #[arg(long, env = "GIM_EXPORT_IDLE_EXIT_CODE", default_value_t = 3, value_name = "CODE",
+          value_parser = clap::builder::TypedValueParser::map(
+              clap::builder::PossibleValuesParser::new(["0", "3"]),
+              |s: String| s.parse::<u8>().expect("0 or 3")))]
+    pub idle_exit_code: u8,
     /// Print one JSON object on stdout instead of text: outcome, exit code, each folder with its
     /// rows per table, totals, seconds (and, on failure, the error).
     #[arg(long)]
@@ -229,13 +236,19 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         config.catch_up = true;
         return follow(&config, every).await;
     }
+    let idle = if args.idle_exit_code == 0 {
+        ExitCode::Success
+    } else {
+        ExitCode::NothingToDo
+    };
     let started = std::time::Instant::now();
     let report = export::run(&config).await?;
     if config.dry_run {
         return Ok(print_plan(&report));
     }
     if args.json {
-        return Ok(print_json(&report, started.elapsed().as_secs_f64()));
+        let code = print_json(&report, started.elapsed().as_secs_f64(), idle);
+        return Ok(code);
     }
     let rows: u64 = report
         .published
@@ -283,7 +296,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                     export::iso(start)
                 );
             }
-            ExitCode::NothingToDo
+            idle
         }
     };
     if crate::signals::received().is_some() {
@@ -304,22 +317,22 @@ pub async fn run(args: Args) -> Result<ExitCode> {
 }
 
 /// The exit code and outcome of a run that returned a report.
-fn outcome(report: &ExportReport) -> (ExitCode, &'static str) {
+fn outcome(report: &ExportReport, idle: ExitCode) -> (ExitCode, &'static str) {
     if crate::signals::received().is_some() {
         let code = crate::signals::stopped("").exit_code();
         (code, "stopped")
     } else if !report.hook_failures.is_empty() {
         (ExitCode::HookFailed, "hook-failed")
     } else if report.published.is_empty() {
-        (ExitCode::NothingToDo, "nothing-to-do")
+        (idle, "nothing-to-do")
     } else {
         (ExitCode::Success, "success")
     }
 }
 
 /// `--json`: the run as one JSON object on stdout.
-fn print_json(report: &ExportReport, seconds: f64) -> ExitCode {
-    let (code, outcome) = outcome(report);
+fn print_json(report: &ExportReport, seconds: f64, idle: ExitCode) -> ExitCode {
+    let (code, outcome) = outcome(report, idle);
     let folders: Vec<serde_json::Value> = report
         .published
         .iter()
