@@ -414,6 +414,15 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
         }
         None => plan_restart(config, &out, latest.as_ref())?,
     };
+    tracing::debug!(
+        source = %config.source,
+        output = %config.output.display(),
+        chunk_seconds = config.chunk_seconds,
+        threads = config.threads,
+        mode = ?config.mode,
+        tables = tables.len(),
+        "export settings"
+    );
     let selection = TableSelection::new(
         &config.tables.include,
         &config.tables.exclude,
@@ -514,13 +523,31 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
                 config.chunk_seconds
             },
         });
+        tracing::debug!(
+            after_audit_key = after,
+            log_entries = log.len(),
+            settled = settled_above.len(),
+            pending = pending.len(),
+            "audit log read"
+        );
         let window = match plan {
             Plan::UpToDate { waiting } => {
+                tracing::debug!(waiting, "up to date: no window to export");
                 report.waiting = waiting;
                 break;
             }
             Plan::Export(w) => w,
         };
+        tracing::debug!(
+            hwm_from = window.hwm_from.audit_key,
+            hwm_to = window.hwm_to.audit_key,
+            audit_keys = %compact(&window.keys),
+            key_ranges = ?window.key_ranges,
+            pending = %compact(&window.pending),
+            max_data_ts_from = %iso(window.max_data_ts_from),
+            max_data_ts = %iso(window.max_data_ts),
+            "window planned"
+        );
         if !window.dropped_pending.is_empty() {
             warn!(keys = %window.dropped_pending, "pending audit keys no longer in CTL_AUDIT_LOG; forgotten");
         }
@@ -835,7 +862,7 @@ async fn export_window(
         let writers = Arc::clone(&writers);
         let abandoned = Arc::clone(&abandoned);
         let part_path = staging.join(format!("{}.part.zip", table.lower_name()));
-        jobs.spawn(async move {
+        jobs.spawn(tracing::Instrument::in_current_span(async move {
             let _permit = permits.acquire_owned().await?;
             let (tx, rx) = mpsc::channel(8);
             let header = table.header();
@@ -880,13 +907,23 @@ async fn export_window(
                 }
                 r
             });
+            let table_started = std::time::Instant::now();
             let read = source.copy_rows_csv(&table, &ranges, &tx).await;
             drop(tx);
             let written = writer.await.context("table writer panicked")?;
             read?;
             let part = written.with_context(|| format!("writing table {}", table.name))?;
+            if let Some(p) = &part {
+                tracing::debug!(
+                    table = %p.summary.name,
+                    rows = p.summary.rows,
+                    csv_bytes = p.summary.bytes,
+                    seconds = (table_started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                    "table read and written"
+                );
+            }
             anyhow::Ok(part)
-        });
+        }));
     }
     let mut parts: Vec<TablePart> = Vec::new();
     let failure: Option<anyhow::Error> = loop {

@@ -777,3 +777,129 @@ fn idle_exit_code_zero_makes_nothing_to_export_a_success_for_schedulers() {
         2,
     );
 }
+
+#[test]
+fn check_tells_a_new_user_what_is_wrong_before_the_first_run() {
+    let w = Workdir::new("check");
+    let src = w.sqlite_url("im.db");
+    simulate(&w, &src, 1, 30, 19);
+    let db = PgDb::new("check");
+    let o = w.run(&[
+        "check",
+        "--source",
+        &src,
+        "--output",
+        "out",
+        "--target",
+        &db.url(),
+    ]);
+    let out = stdout(&o);
+    assert!(out.contains("CTL_AUDIT_LOG readable"), "{out}");
+    assert!(
+        out.contains("15 exportable table(s), all readable"),
+        "{out}"
+    );
+    assert!(out.contains("target: writable"), "{out}");
+    assert!(out.contains("every check passed"), "{out}");
+    assert_eq!(
+        db.sql("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'gim_export_check%'"),
+        "0",
+        "the probe table is gone"
+    );
+    assert!(
+        !w.join("out").exists(),
+        "the output directory is not created"
+    );
+
+    // A source without an audit log, a refused target, an empty inbox: each named, exit 6.
+    fs::File::create(w.join("empty.db")).unwrap();
+    fs::create_dir(w.join("inbox")).unwrap();
+    let o = w.run_code(
+        &mut w.command(&[
+            "check",
+            "--source",
+            &w.sqlite_url("empty.db"),
+            "--target",
+            "postgres://postgres@127.0.0.1:1/x",
+            "--input",
+            "inbox",
+        ]),
+        6,
+    );
+    let out = stdout(&o);
+    assert!(
+        out.contains("FAIL  source: the audit log cannot be read"),
+        "{out}"
+    );
+    assert!(out.contains("FAIL  target: cannot connect"), "{out}");
+    assert!(out.contains("connection refused"), "{out}");
+    assert!(out.contains("FAIL  input inbox: no export folder"), "{out}");
+    w.run_code(&mut w.command(&["check"]), 2);
+}
+
+#[test]
+fn help_keeps_global_options_apart_and_every_command_has_examples() {
+    // Regression: global options were mixed into each command's options, and no --help had examples.
+    let w = Workdir::new("help");
+    for cmd in [
+        "export",
+        "load",
+        "verify",
+        "status",
+        "simulate",
+        "config",
+        "target-schema",
+        "check",
+        "completions",
+    ] {
+        let help = stdout(&w.run(&[cmd, "--help"]));
+        assert!(help.contains("\nExamples:\n"), "{cmd}: {help}");
+        let global = help
+            .find("Global options:")
+            .unwrap_or_else(|| panic!("{cmd}: {help}"));
+        assert!(
+            help.find("--db-timeout").unwrap() > global
+                && help.find("--log-format").unwrap() > global,
+            "{cmd}: global options under their own heading: {help}"
+        );
+    }
+    let bash = stdout(&w.run(&["completions", "bash"]));
+    assert!(
+        bash.contains("--catch-up") && bash.contains("gim-export"),
+        "{bash}"
+    );
+}
+
+#[test]
+fn verbose_logs_what_a_user_debugging_a_run_needs() {
+    // Regression: -v added nothing (one debug line in the whole code).
+    let w = Workdir::new("verbose");
+    let src = w.sqlite_url("im.db");
+    simulate(&w, &src, 1, 30, 20);
+    let mut cmd = w.command(&["-v", "export", "--source", &src, "--output", "out"]);
+    cmd.env_remove("GIM_EXPORT_LOG");
+    let err = stderr(&w.run_code(&mut cmd, 0));
+    for needle in [
+        "export settings",
+        "audit log read",
+        "window planned",
+        "key_ranges=",
+        "table read and written table=interaction_fact",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    let mut cmd = w.command(&[
+        "-v",
+        "load",
+        "--input",
+        "out",
+        "--target",
+        &w.sqlite_url("t.db"),
+    ]);
+    cmd.env_remove("GIM_EXPORT_LOG");
+    let err = stderr(&w.run_code(&mut cmd, 0));
+    assert!(
+        err.contains("folder planned") && err.contains("table merged"),
+        "{err}"
+    );
+}

@@ -3,6 +3,7 @@
 //! Flags are turned into validated configs here (paths, URLs, dates, durations) before the domain
 //! modules see them; the domain never sees clap types.
 
+pub mod check;
 pub mod export;
 pub mod load;
 pub mod simulate;
@@ -35,6 +36,7 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         value_enum,
         default_value = "human",
         env = "GIM_EXPORT_LOG_FORMAT"
@@ -45,26 +47,40 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         value_enum,
         default_value = "auto",
         env = "GIM_EXPORT_COLOR"
     )]
     pub color: logging::ColorChoice,
     /// Only warnings and errors on stderr.
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, help_heading = "Global options")]
     pub quiet: bool,
     /// More detail on stderr (debug level).
-    #[arg(long, short, global = true, conflicts_with = "quiet")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        help_heading = "Global options",
+        conflicts_with = "quiet"
+    )]
     pub verbose: bool,
     /// A TOML file of settings (keys named after the flags: source = "...", keep-days = 7). Flags and
     /// GIM_EXPORT_* environment variables take precedence over it.
-    #[arg(long, global = true, env = "GIM_EXPORT_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "GIM_EXPORT_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<std::path::PathBuf>,
     /// A PostgreSQL connection that passes no data for this many seconds while rows stream (COPY
     /// to or from the server) is taken as dead: the run fails with a transient error that
     /// --max-retries retries, instead of hanging. The server also probes idle clients (TCP
     /// keepalive after 30 s, 3 probes 10 s apart), so a loader that vanished releases its lock.
-    #[arg(long, global = true, env = "GIM_EXPORT_DB_TIMEOUT", value_name = "SECONDS", default_value_t = 600,
+    #[arg(long, global = true,
+        help_heading = "Global options", env = "GIM_EXPORT_DB_TIMEOUT", value_name = "SECONDS", default_value_t = 600,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub db_timeout: u64,
     #[command(subcommand)]
@@ -73,13 +89,87 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    #[command(after_help = SIMULATE_EXAMPLES)]
     Simulate(simulate::Args),
+    #[command(after_help = EXPORT_EXAMPLES)]
     Export(Box<export::Args>),
+    #[command(after_help = VERIFY_EXAMPLES)]
     Verify(verify::Args),
+    #[command(after_help = LOAD_EXAMPLES)]
     Load(load::Args),
+    #[command(after_help = STATUS_EXAMPLES)]
     Status(status::Args),
+    #[command(after_help = CONFIG_EXAMPLES)]
     Config(ConfigArgs),
+    #[command(after_help = TARGET_SCHEMA_EXAMPLES)]
     TargetSchema(target_schema::Args),
+    #[command(after_help = CHECK_EXAMPLES)]
+    Check(check::Args),
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions(CompletionsArgs),
+}
+
+const SIMULATE_EXAMPLES: &str = "\
+Examples:
+  gim-export simulate --days 3                          # ./infomart.db, three days from 2024-01-01
+  gim-export simulate --source postgres://postgres@127.0.0.1/sim --days 30 --partitioned
+Exit codes: see gim-export --help.";
+
+const EXPORT_EXAMPLES: &str = "\
+Examples:
+  gim-export export --source postgres://reader@infomart/gim -o /data/exports --catch-up
+  gim-export export --catch-up --every 15m --chunk-size 15m     # as a service
+  gim-export export --restart --start-date 2024-06-01 --catch-up  # a backfill from a fixed date
+  gim-export export --catch-up -n                               # what would be exported, per table
+  gim-export export --catch-up --json --idle-exit-code 0        # for a scheduler
+Exit codes: 0 done, 3 nothing new, 4 locked, 8 hook failed, 130/143 stopped; see gim-export --help.";
+
+const VERIFY_EXAMPLES: &str = "\
+Examples:
+  gim-export verify --input /data/inbox
+  gim-export verify --input /data/inbox/export_0000000000000000289_2024_01_03_23_10_20 --json
+Exit codes: 0 every folder passed, 5 a folder failed; see gim-export --help.";
+
+const LOAD_EXAMPLES: &str = "\
+Examples:
+  gim-export load --input /data/inbox --target postgres://loader@warehouse/gim
+  gim-export load --input /data/inbox --target sqlite://gim.db --accept-restart
+  gim-export load --input /data/inbox --target postgres://loader@warehouse/gim --from export_0000000000000000289_2024_01_03_23_10_20
+Exit codes: 0 applied, 3 nothing new, 4 another loader runs, 5 a folder refused, 130/143 stopped; see gim-export --help.";
+
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  gim-export status -o /data/exports --source postgres://reader@infomart/gim
+  gim-export status -o /data/exports --json
+Exit codes: 0, or 2 when the output directory does not exist.";
+
+const CONFIG_EXAMPLES: &str = "\
+Examples:
+  gim-export config > /etc/gim-export.toml    # every setting, a file --config reads back
+  gim-export --config /etc/gim-export.toml export --catch-up";
+
+const TARGET_SCHEMA_EXAMPLES: &str = "\
+Examples:
+  gim-export target-schema --dialect postgresql > update_target_gim_db.sql
+  gim-export target-schema --target postgres://loader@warehouse/gim";
+
+const CHECK_EXAMPLES: &str = "\
+Examples:
+  gim-export check --source postgres://reader@infomart/gim -o /data/exports
+  gim-export check --target postgres://loader@warehouse/gim --input /data/inbox
+Exit codes: 0 every check passed, 2 nothing to check, 6 a database check failed, 7 a directory check failed.";
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  gim-export completions bash > /etc/bash_completion.d/gim-export
+  gim-export completions zsh > \"${fpath[1]}/_gim-export\"
+  gim-export completions fish > ~/.config/fish/completions/gim-export.fish";
+
+/// Print a shell completion script for gim-export on stdout.
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh, fish, elvish or powershell.
+    pub shell: clap_complete::Shell,
 }
 
 /// Runs the command line; errors carry their exit code (see [`ExitCode::of`]).
@@ -109,6 +199,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Status(a) => status::run(a).await,
             Command::Config(a) => print_config(a.show_secrets),
             Command::TargetSchema(a) => target_schema::run(a).await,
+            Command::Check(a) => check::run(a).await,
+            Command::Completions(a) => {
+                let mut cmd = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(a.shell, &mut cmd, "gim-export", &mut std::io::stdout());
+                Ok(ExitCode::Success)
+            }
         }
     };
     // Every log line of the run is inside this span (a fixed `gim-export` prefix or JSON field).

@@ -695,6 +695,16 @@ async fn run_once(
                 "a restarted chain replaces the one the target followed (--accept-restart)"
             );
         }
+        tracing::debug!(
+            folder = %name,
+            hwm_from = meta.hwm_from.audit_key,
+            hwm_to = meta.hwm_to.audit_key,
+            generation = meta.generation,
+            tables = plans.len(),
+            clear = clear.len(),
+            schema_changes = folder_plan.changes.len(),
+            "folder planned"
+        );
         let started = std::time::Instant::now();
         for c in &folder_plan.changes {
             info!(folder = %name, change = %c, "target schema changed");
@@ -717,6 +727,9 @@ async fn run_once(
             Err(e) if e.downcast_ref::<LoadRefused>().is_some() => return Err(e),
             Err(e) => return Err(e.context(format!("{name}: not applied"))),
         };
+        for (table, n) in &rows {
+            tracing::debug!(folder = %name, table = %table, rows = n, "table merged");
+        }
         info!(
             folder = %name,
             tables = plans.len(),
