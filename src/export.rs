@@ -925,6 +925,8 @@ async fn export_window(
             anyhow::Ok(part)
         }));
     }
+    let folder_progress =
+        crate::logging::progress_enabled().then(|| folder_bar(&name.folder(), tables.len()));
     let mut parts: Vec<TablePart> = Vec::new();
     let failure: Option<anyhow::Error> = loop {
         let next = tokio::select! {
@@ -939,7 +941,13 @@ async fn export_window(
             Some(Ok(None)) => {}
             Some(Err(e)) => break Some(e),
         }
+        if let Some(b) = &folder_progress {
+            b.inc(1);
+        }
     };
+    if let Some(b) = folder_progress {
+        b.finish_and_clear();
+    }
     if let Some(e) = failure {
         // Stop the other tables, and wait for their writers to let go of the staging folder before
         // it is removed (on return, by `unstage`).
@@ -1006,17 +1014,34 @@ async fn export_window(
     Ok(Published { folder, meta })
 }
 
-/// A progress line for one table: rows so far and rows per second.
+/// A progress line for one table: rows so far and rows per second (rounded).
 fn table_bar(table: &str) -> indicatif::ProgressBar {
     let bar = crate::logging::bars().add(indicatif::ProgressBar::new_spinner());
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{spinner} {prefix:<28} {human_pos:>12} rows  {per_sec:>14}  {elapsed}",
+            "{spinner}   {prefix:<28} {human_pos:>12} rows  {rate:>14}  {elapsed}",
         )
-        .expect("a valid template"),
+        .expect("a valid template")
+        .with_key(
+            "rate",
+            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} rows/s", s.per_sec());
+            },
+        ),
     );
     bar.set_prefix(table.to_string());
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
+/// The line above the tables' lines: the folder being written and how many of its tables are done.
+fn folder_bar(folder: &str, tables: usize) -> indicatif::ProgressBar {
+    let bar = crate::logging::bars().add(indicatif::ProgressBar::new(tables as u64));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} {pos}/{len} tables done  {elapsed}")
+            .expect("a valid template"),
+    );
+    bar.set_prefix(folder.to_string());
     bar
 }
 

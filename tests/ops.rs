@@ -422,12 +422,37 @@ fn progress_bars_show_rows_per_table_on_a_terminal_only() {
         "-v",
     ]);
     assert!(!stderr(&o).contains(" rows "), "{}", stderr(&o));
+    let folders = export_folders(&w.join("tty"));
+    assert!(
+        drawn.contains(&format!("{} ", folders[0])) && drawn.contains("tables done"),
+        "the folder being written heads its tables: {drawn}"
+    );
+    assert!(
+        drawn.contains("rows/s") && !regex_like_fraction_rate(&drawn),
+        "rates are rounded: {drawn}"
+    );
+    // Load draws a bar per folder: its name, the table, rows of the declared total, rate, ETA.
+    for target in [w.sqlite_url("t.db"), PgDb::new("progress").url()] {
+        let drawn = on_a_terminal(&w, &["load", "--input", "tty", "--target", &target], &[]);
+        assert!(
+            drawn.contains(&folders[0]) && drawn.contains("rows/s") && drawn.contains("eta"),
+            "{target}: {drawn}"
+        );
+    }
     // The bars change nothing on disk.
     assert_same_tree(
         &published_tree(&w, "tty"),
         &published_tree(&w, "piped"),
         "tty vs piped",
     );
+}
+
+/// A rate printed with a fraction (`1234.5678 rows/s`).
+fn regex_like_fraction_rate(text: &str) -> bool {
+    text.split("rows/s").any(|before| {
+        let word = before.trim_end().rsplit(' ').next().unwrap_or("");
+        word.contains('.') && word.chars().all(|c| c.is_ascii_digit() || c == '.')
+    })
 }
 
 fn published_tree(w: &Workdir, out: &str) -> std::collections::BTreeMap<String, Vec<u8>> {

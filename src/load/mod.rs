@@ -430,6 +430,77 @@ impl Target {
     }
 }
 
+/// The progress bar of the folder being loaded (on a terminal): rows of the folder's declared total,
+/// the table being merged, rows per second and the time left.
+pub(crate) mod progress {
+    use std::sync::Mutex;
+
+    static BAR: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
+
+    pub fn active() -> bool {
+        BAR.lock().is_ok_and(|b| b.is_some())
+    }
+
+    /// Starts the bar of a folder; `total_rows` from its extracted.xml (0 when it declares none).
+    pub fn start(folder: &str, total_rows: u64) {
+        if !crate::logging::progress_enabled() {
+            return;
+        }
+        let bar = crate::logging::bars().add(if total_rows > 0 {
+            indicatif::ProgressBar::new(total_rows)
+        } else {
+            indicatif::ProgressBar::new_spinner()
+        });
+        let template = if total_rows > 0 {
+            "{spinner} {prefix} {msg:<26} {human_pos:>11}/{human_len} rows {per_sec:>12} eta {eta}"
+        } else {
+            "{spinner} {prefix} {msg:<26} {human_pos:>11} rows {per_sec:>12} {elapsed}"
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(template)
+                .expect("a valid template")
+                .with_key(
+                    "per_sec",
+                    |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{:.0} rows/s", s.per_sec());
+                    },
+                ),
+        );
+        bar.set_prefix(folder.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        if let Ok(mut b) = BAR.lock() {
+            *b = Some(bar);
+        }
+    }
+
+    pub fn table(name: &str) {
+        if let Ok(b) = BAR.lock() {
+            if let Some(b) = b.as_ref() {
+                b.set_message(name.to_string());
+            }
+        }
+    }
+
+    pub fn advance(rows: u64) {
+        if rows == 0 {
+            return;
+        }
+        if let Ok(b) = BAR.lock() {
+            if let Some(b) = b.as_ref() {
+                b.inc(rows);
+            }
+        }
+    }
+
+    pub fn finish() {
+        if let Ok(mut b) = BAR.lock() {
+            if let Some(b) = b.take() {
+                b.finish_and_clear();
+            }
+        }
+    }
+}
+
 /// What a load reports as it happens (so that a result reaches the user even when a later folder
 /// fails).
 #[derive(Debug)]
@@ -709,6 +780,7 @@ async fn run_once(
         for c in &folder_plan.changes {
             info!(folder = %name, change = %c, "target schema changed");
         }
+        progress::start(&name, meta.tables.iter().map(|t| t.rows).sum());
         let applying = target.apply(&zip_path, &folder_plan, &plans, &clear, &entry, encoding);
         // A second stop request abandons the folder: its transaction rolls back.
         let applied = tokio::select! {
@@ -717,6 +789,7 @@ async fn run_once(
                 format!("{name} was abandoned (rolled back); run again to go on"),
             ))),
         };
+        progress::finish();
         let (rows, removed) = match applied {
             Ok(r) => r,
             Err(e) if e.downcast_ref::<crate::signals::Stopped>().is_some() => {
@@ -1081,6 +1154,9 @@ pub fn stream_csv(
         let mut raw = open_csv(&mut zip, &entry)?;
         let mut reader = crate::encoding::decoding_reader(&mut raw, encoding);
         let mut meter = FieldMeter::default();
+        // Rows for the progress bar, only when one is drawn (the header is the first record).
+        let mut records = progress::active().then(crate::format::CsvRecordCounter::default);
+        let mut counted = 0u64;
         loop {
             let mut buf = vec![0u8; 256 * 1024];
             let mut filled = 0;
@@ -1096,6 +1172,12 @@ pub fn stream_csv(
             }
             buf.truncate(filled);
             meter.feed(&buf);
+            if let Some(r) = records.as_mut() {
+                r.feed(&buf);
+                let now = r.records().saturating_sub(1);
+                progress::advance(now - counted.min(now));
+                counted = now;
+            }
             if meter.longest > max_field_bytes {
                 anyhow::bail!("a field is longer than {max_field_bytes} bytes (--max-field-bytes)");
             }

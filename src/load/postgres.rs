@@ -175,6 +175,7 @@ impl PgTarget {
                     _ => err(&what)(e).into(),
                 }
             };
+            super::progress::table(&plan.table);
             let (mut chunks, hasher) = stream_csv(
                 zip_path,
                 &plan.entry,

@@ -160,6 +160,7 @@ impl SqliteTarget {
                 )
             };
             let full_batch_sql = insert(batch_rows);
+            super::progress::table(&plan.table);
             let mut raw = open_csv(&mut zip, &plan.entry).map_err(|e| LoadRefused::Table {
                 folder: entry.folder.clone(),
                 table: plan.table.clone(),
@@ -254,6 +255,7 @@ impl SqliteTarget {
                         }
                     }
                     q.execute(&mut *tx).await.map_err(err(&what))?;
+                    super::progress::advance(batch.len() as u64);
                     batch.clear();
                     checkpoint();
                 }
