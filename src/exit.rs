@@ -86,6 +86,9 @@ impl ExitCode {
                     .downcast_ref::<crate::export::TableSelectionChanged>()
                     .is_some()
                 || cause
+                    .downcast_ref::<crate::export::RestartOverFullResync>()
+                    .is_some()
+                || cause
                     .downcast_ref::<crate::export::NothingToReexport>()
                     .is_some()
                 || cause.downcast_ref::<crate::db::NoExportViews>().is_some()

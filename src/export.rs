@@ -168,6 +168,15 @@ fn table_delta(before: &[String], now: &[String]) -> String {
     s
 }
 
+/// Refused: `--restart --start-date` would move aside a full resync whose deletions a receiver may
+/// not have loaded (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("--restart --start-date would move aside {folder} in {output}, a full resync: a receiver that has not loaded it would never learn of the rows the source deleted, and a chain from a start date cannot carry them. Run export --full-resync (every row, deletions included), or --restart without --start-date (which starts with a full resync)")]
+pub struct RestartOverFullResync {
+    pub folder: String,
+    pub output: String,
+}
+
 /// Refused: a `--start-date` after the newest settled data of the source (exit 2).
 #[derive(Debug, thiserror::Error)]
 #[error("--start-date {start} is after the newest settled data of the source ({newest}): the chain would start past every row and export nothing until data that late exists; give a date at or before {newest}")]
@@ -462,6 +471,10 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
             ..Default::default()
         },
     };
+    let carried: Option<AuditKeySet> = intent
+        .as_ref()
+        .and_then(|i| i.carried_pending.as_deref())
+        .and_then(|p| p.parse().ok());
     let mut pending_intent = intent;
     let catch_up = config.catch_up
         || matches!(
@@ -522,6 +535,7 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
             } else {
                 config.chunk_seconds
             },
+            carried_pending: carried.as_ref().filter(|_| state.is_none()),
         });
         tracing::debug!(
             after_audit_key = after,
@@ -1062,12 +1076,23 @@ fn plan_restart(
     out: &OutputDir,
     latest: Option<&ExportMetadata>,
 ) -> Result<Option<RestartIntent>> {
+    // Unique per output directory: the generation grows with every restart (the lock keeps two
+    // runs apart, on any host); the time is for people. Two restarts in one second, or a clock that
+    // stepped back, still get two names.
+    let generation = latest.map_or(0, |m| m.generation + 1);
     let superseded_dir = format!(
-        "{}{}",
+        "{}g{generation}-{}",
         crate::outdir::SUPERSEDED_PREFIX,
         chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
     );
+    let carried = |tip: &ExportMetadata| {
+        tip.pending_audit_keys
+            .as_ref()
+            .filter(|p| !p.is_empty())
+            .map(|p| p.to_string())
+    };
     let intent = |kind: RestartKind, tip: &ExportMetadata| RestartIntent {
+        carried_pending: None,
         kind: kind.as_str().into(),
         generation: tip.generation + 1,
         after_audit_key: tip.hwm_to.audit_key,
@@ -1076,6 +1101,34 @@ fn plan_restart(
         keep_through: None,
         boundary_xml: None,
         superseded_dir: superseded_dir.clone(),
+    };
+    // A full resync among the folders a restart or re-export would move aside carries deletions
+    // that a receiver which has not loaded it yet would then never learn of: the new chain must
+    // carry them itself, so it starts with a full resync of its own.
+    let replaces_full_resync = |keep_through: Option<&str>| -> Result<Option<String>> {
+        let Some(tip) = latest else { return Ok(None) };
+        for (name, dir) in out.exports()? {
+            if keep_through.is_some_and(|k| name.folder().as_str() <= k) {
+                continue;
+            }
+            let m = crate::outdir::read_meta(&dir, &name)?;
+            if m.generation == tip.generation
+                && m.restart.is_some_and(|r| r.kind == RestartKind::Full)
+            {
+                return Ok(Some(name.folder()));
+            }
+        }
+        Ok(None)
+    };
+    let as_full_resync = |tip: &ExportMetadata, folder: &str, asked: &str| {
+        warn!(
+            replaced = folder,
+            "{asked} would move aside {folder}, a full resync a receiver may not have loaded yet; the new chain starts with a full resync instead, so that the rows the source deleted are removed everywhere"
+        );
+        RestartIntent {
+            carried_pending: carried(tip),
+            ..intent(RestartKind::Full, tip)
+        }
     };
     Ok(match (config.mode, latest) {
         (ChainMode::Continue, Some(tip)) if config.start_ts.is_some() => {
@@ -1086,10 +1139,21 @@ fn plan_restart(
             .into())
         }
         (ChainMode::Continue, _) | (ChainMode::Restart, None) => None,
-        (ChainMode::Restart, Some(tip)) => Some(RestartIntent {
-            start_ts: config.start_ts,
-            ..intent(RestartKind::Restart, tip)
-        }),
+        (ChainMode::Restart, Some(tip)) => match replaces_full_resync(None)? {
+            Some(full) if config.start_ts.is_some() => {
+                return Err(RestartOverFullResync {
+                    folder: full,
+                    output: out.path().display().to_string(),
+                }
+                .into())
+            }
+            Some(full) => Some(as_full_resync(tip, &full, "--restart")),
+            None => Some(RestartIntent {
+                start_ts: config.start_ts,
+                carried_pending: carried(tip),
+                ..intent(RestartKind::Restart, tip)
+            }),
+        },
         (ChainMode::Reexport { .. }, None) => {
             return Err(NothingToReexport(out.path().display().to_string()).into())
         }
@@ -1103,6 +1167,11 @@ fn plan_restart(
                     boundary = Some(m);
                     break;
                 }
+            }
+            if let Some(full) =
+                replaces_full_resync(boundary.as_ref().map(|m| m.name().folder()).as_deref())?
+            {
+                return Ok(Some(as_full_resync(tip, &full, "--reexport-last")));
             }
             if boundary.is_none() {
                 warn!(
@@ -1121,7 +1190,10 @@ fn plan_restart(
                 ..intent(RestartKind::Reexport, tip)
             })
         }
-        (ChainMode::FullResync, Some(tip)) => Some(intent(RestartKind::Full, tip)),
+        (ChainMode::FullResync, Some(tip)) => Some(RestartIntent {
+            carried_pending: carried(tip),
+            ..intent(RestartKind::Full, tip)
+        }),
         // On an empty directory too: the receiver is told to drop what the source no longer has.
         (ChainMode::FullResync, None) => Some(RestartIntent {
             kind: RestartKind::Full.as_str().into(),
@@ -1132,6 +1204,7 @@ fn plan_restart(
             keep_through: None,
             boundary_xml: None,
             superseded_dir,
+            carried_pending: None,
         }),
     })
 }

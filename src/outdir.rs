@@ -202,7 +202,14 @@ impl OutputDir {
                 continue; // already part of the new chain
             }
             fs::create_dir_all(&aside).map_err(io_at(&aside))?;
-            let to = aside.join(name.folder());
+            // A name already taken there (an intent recorded by an older version, reused after two
+            // restarts in one second) gets a suffix: moving aside never fails on a collision.
+            let mut to = aside.join(name.folder());
+            let mut n = 1;
+            while to.exists() {
+                n += 1;
+                to = aside.join(format!("{}.{n}", name.folder()));
+            }
             fs::rename(&dir, &to).map_err(io_at(&to))?;
             moved.push(name.folder());
         }
@@ -277,6 +284,11 @@ pub struct RestartIntent {
     pub boundary_xml: Option<String>,
     /// Where the replaced folders go, inside the output directory.
     pub superseded_dir: String,
+    /// The replaced chain's pending audit keys (in flight at its tip): a receiver of that chain
+    /// waits for them, so the new chain owes them and exports them when they settle, whatever its
+    /// start date.
+    #[serde(default)]
+    pub carried_pending: Option<String>,
 }
 
 /// Reads an export folder's extracted.xml.

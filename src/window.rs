@@ -83,6 +83,9 @@ pub struct PlanRequest<'a> {
     pub start_ts: Option<i64>,
     /// The longest span of data in one export, seconds.
     pub chunk_seconds: i64,
+    /// For the first export of a restarted chain: the replaced chain's pending keys, which its
+    /// receivers wait for; the new chain owes them.
+    pub carried_pending: Option<&'a AuditKeySet>,
 }
 
 /// The midnight (UTC) at or before `ts`.
@@ -112,7 +115,7 @@ pub fn plan_next(req: PlanRequest<'_>) -> Plan {
             (
                 HighWaterMark::ORIGIN,
                 from,
-                AuditKeySet::new(),
+                req.carried_pending.cloned().unwrap_or_default(),
                 req.start_ts,
             )
         }
@@ -162,9 +165,9 @@ pub fn plan_next(req: PlanRequest<'_>) -> Plan {
         let e = &req.log[i];
         if !e.is_settled() || matches!(e.max_chunk_ts, Some(t) if t > limit) {
             pending.insert(key);
-        } else if before_start(e) {
-            // Data from before the chain's start date: not owed.
         } else {
+            // Owed once pending, even when its data turns out to lie before the chain's start
+            // date: a receiver of the chain (or of the chain a restart replaced) waits for it.
             keys.insert(key);
             max_data_ts = max_data_ts.max(e.max_chunk_ts.unwrap_or(i64::MIN));
             created_ts = created_ts.max(e.inserted_ts);
@@ -248,6 +251,7 @@ mod tests {
             previous: prev,
             start_ts: None,
             chunk_seconds: DAY,
+            carried_pending: None,
         })
     }
     fn export(p: Plan) -> AuditWindow {
@@ -352,6 +356,7 @@ mod tests {
             previous: None,
             start_ts: Some(T0 + DAY),
             chunk_seconds: DAY,
+            carried_pending: None,
         }));
         assert_eq!(w.keys.to_string(), "2");
         assert_eq!(w.start_ts, Some(T0 + DAY));

@@ -66,8 +66,44 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|_| in_progress);
-    let latest = out.latest()?;
     let last_run = ops::read_last_run(&args.output);
+    // A directory the next run cannot go on from: say so, why, and what to run.
+    let mut blocked: Option<String> = None;
+    let latest = match out.latest() {
+        Ok(l) => l,
+        Err(e) => {
+            blocked = Some(format!(
+                "the chain's state cannot be read: {e}. Move the damaged file or folder aside (or restore it) and run export again; export --restart starts a new chain"
+            ));
+            None
+        }
+    };
+    let intent = match out.restart_intent() {
+        Ok(i) => i,
+        Err(e) => {
+            blocked.get_or_insert(format!(
+                "the record of a restart under way cannot be read: {e}. Remove it to give the restart up, then run export again"
+            ));
+            None
+        }
+    };
+    let restart_note = intent.as_ref().map(|i| {
+        format!(
+            "a {} (chain generation {}) is under way; the next export run finishes it (folders replaced go to {})",
+            i.kind, i.generation, i.superseded_dir
+        )
+    });
+    if let (Some(i), Some(r)) = (&intent, &last_run) {
+        if r.result == "failed" {
+            blocked.get_or_insert(format!(
+                "the last run could not finish a {} recorded in {}: {}. Fix that cause and run export again: it finishes the {} first",
+                i.kind,
+                crate::outdir::RESTART_FILE,
+                r.error.as_deref().unwrap_or("(no error recorded)"),
+                i.kind
+            ));
+        }
+    }
 
     // The lag, when the source answers. Keys whose data lies before the chain's start date are not
     // behind: this chain never exports them.
@@ -125,6 +161,8 @@ pub async fn run(args: Args) -> Result<ExitCode> {
 
     let state = if in_progress {
         "In progress"
+    } else if blocked.is_some() {
+        "Blocked"
     } else {
         "Ready to start"
     };
@@ -146,6 +184,8 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             "chain_start_ts": chain_start,
             "before_start_audit_keys": before_start,
             "last_run": last_run,
+            "blocked": blocked,
+            "restart_under_way": restart_note,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::Success);
@@ -155,6 +195,12 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         holder.map(|h| format!(" ({h})")).unwrap_or_default()
     );
     println!("output:       {}", args.output.display());
+    if let Some(b) = &blocked {
+        println!("blocked:      {b}");
+    }
+    if let Some(r) = &restart_note {
+        println!("restart:      {r}");
+    }
     match &url {
         Some(u) => println!("source:       {u} (from {source_origin})"),
         None => println!("source:       not given"),
