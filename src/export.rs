@@ -410,8 +410,20 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
     if lock.is_some() {
         retry_owed_hooks(config, &out, &mut report).await?;
     }
-    let latest = out.latest()?;
-    let intent = match out.restart_intent()? {
+    let mut latest = out.latest()?;
+    let mut recorded = out.restart_intent()?;
+    if let (Some(i), Some(l), Some(lock)) = (&recorded, &latest, &lock) {
+        // The new chain's first folder is out; the run that published it died before moving the
+        // replaced folders aside. Finish that, and go on from the new chain.
+        if l.generation >= i.generation {
+            let moved = out.supersede(i, lock)?;
+            out.end_restart()?;
+            info!(kind = %i.kind, generation = i.generation, moved = moved.len(), "finished an interrupted restart");
+            recorded = None;
+            latest = out.latest()?;
+        }
+    }
+    let intent = match recorded {
         Some(i) => {
             if config.mode != ChainMode::Continue {
                 warn!(
@@ -582,21 +594,33 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
                 rows,
             });
         } else {
-            if let Some(intent) = pending_intent.take() {
-                let lock = lock.as_ref().expect("a writing run holds the lock");
-                let moved = out.begin_restart(&intent, lock)?;
+            let lock_held = lock.as_ref().expect("a writing run holds the lock");
+            let restarting = pending_intent.take();
+            if let Some(intent) = &restarting {
+                out.record_restart(intent, lock_held)?;
+            }
+            let published = export_window(
+                &source,
+                &tables,
+                &window,
+                config,
+                &chain,
+                &out,
+                restarting.as_ref().map(|i| i.superseded_dir.as_str()),
+            )
+            .await?;
+            if let Some(intent) = &restarting {
+                let moved = out.supersede(intent, lock_held)?;
+                out.end_restart()?;
                 info!(
                     kind = %intent.kind,
                     generation = intent.generation,
                     moved = moved.len(),
                     to = %intent.superseded_dir,
-                    "new chain: replaced folders moved aside"
+                    "new chain published: replaced folders moved aside"
                 );
             }
-            let published = export_window(&source, &tables, &window, config, &chain, &out).await?;
-            if chain.restart.take().is_some() {
-                out.end_restart()?;
-            }
+            chain.restart = None;
             chain.full_tables = None;
             if let Some(cmd) = &config.on_publish {
                 let name = published.meta.name().folder();
@@ -848,6 +872,7 @@ async fn export_window(
     config: &ExportConfig,
     chain: &ChainInfo,
     out: &OutputDir,
+    superseded: Option<&str>,
 ) -> Result<Published> {
     let name = ExportName {
         hwm_to: window.hwm_to.audit_key,
@@ -1009,7 +1034,7 @@ async fn export_window(
         .await
         .context("folder writer panicked")??;
     }
-    let folder = out.publish(&staging, &name)?;
+    let folder = out.publish(&staging, &name, superseded)?;
     unstage.0 = None;
     out.record_state(&meta)?;
 

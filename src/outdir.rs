@@ -178,17 +178,28 @@ impl OutputDir {
         }
     }
 
-    /// Records `intent`, then moves the folders it replaces aside. Safe to repeat after a crash.
-    pub fn begin_restart(
+    /// Records `intent` before anything of the new chain is written, so that a run that dies
+    /// half-way is finished by the next one.
+    pub fn record_restart(
         &self,
         intent: &RestartIntent,
         _lock: &OutputLock,
-    ) -> Result<Vec<String>, OutputError> {
+    ) -> Result<(), OutputError> {
         let p = self.path.join(RESTART_FILE);
         let json = serde_json::to_vec_pretty(intent).expect("plain data serializes");
         package::replace_file(&p, &json).map_err(io_at(&p))?;
         package::checkpoint();
-        let aside = self.path.join(&intent.superseded_dir);
+        Ok(())
+    }
+
+    /// Moves the folders `intent` replaces aside, once the new chain's first folder is published:
+    /// the top level holds a complete, loadable chain at every moment (a receiver that mirrors it
+    /// never sees it empty). Safe to repeat after a crash.
+    pub fn supersede(
+        &self,
+        intent: &RestartIntent,
+        _lock: &OutputLock,
+    ) -> Result<Vec<String>, OutputError> {
         let mut moved = Vec::new();
         for (name, dir) in self.exports()? {
             if intent
@@ -199,28 +210,44 @@ impl OutputDir {
                 continue;
             }
             if read_meta(&dir, &name).is_ok_and(|m| m.generation >= intent.generation) {
-                continue; // already part of the new chain
+                continue; // part of the new chain
             }
-            fs::create_dir_all(&aside).map_err(io_at(&aside))?;
-            // A name already taken there (an intent recorded by an older version, reused after two
-            // restarts in one second) gets a suffix: moving aside never fails on a collision.
-            let mut to = aside.join(name.folder());
-            let mut n = 1;
-            while to.exists() {
-                n += 1;
-                to = aside.join(format!("{}.{n}", name.folder()));
-            }
-            fs::rename(&dir, &to).map_err(io_at(&to))?;
+            self.move_aside(&dir, &name, &intent.superseded_dir)?;
             moved.push(name.folder());
         }
-        // The state file describes the chain that was replaced: the new chain starts from the intent.
+        // A state file that describes the replaced chain goes with it.
         let state = self.path.join(STATE_FILE);
-        if state.exists() {
+        let stale = match fs::read_to_string(&state) {
+            Ok(text) => ExportMetadata::from_xml(&text, "")
+                .map_or(true, |m| m.generation < intent.generation),
+            Err(_) => false,
+        };
+        if stale {
             fs::remove_file(&state).map_err(io_at(&state))?;
         }
         package::sync_dir(&self.path).map_err(io_at(&self.path))?;
         package::checkpoint();
         Ok(moved)
+    }
+
+    /// Moves one export folder into `superseded` (created if needed). A name already taken there (an
+    /// intent recorded by an older version, two restarts in one second) gets a suffix: moving aside
+    /// never fails on a collision.
+    fn move_aside(
+        &self,
+        dir: &Path,
+        name: &ExportName,
+        superseded: &str,
+    ) -> Result<(), OutputError> {
+        let aside = self.path.join(superseded);
+        fs::create_dir_all(&aside).map_err(io_at(&aside))?;
+        let mut to = aside.join(name.folder());
+        let mut n = 1;
+        while to.exists() {
+            n += 1;
+            to = aside.join(format!("{}.{n}", name.folder()));
+        }
+        fs::rename(dir, &to).map_err(io_at(&to))
     }
 
     /// The first export of the new chain is published: the restart is done.
@@ -249,14 +276,26 @@ impl OutputDir {
         Ok(p)
     }
 
-    /// Moves a finished staging folder into place: one rename, then an fsync of the directory.
-    pub fn publish(&self, staging: &Path, name: &ExportName) -> Result<PathBuf, OutputError> {
+    /// Moves a finished staging folder into place: one rename, then an fsync of the directory. The
+    /// first folder of a restarted chain may bear the name of a folder of the chain it replaces
+    /// (`superseded`): that one moves aside just before.
+    pub fn publish(
+        &self,
+        staging: &Path,
+        name: &ExportName,
+        superseded: Option<&str>,
+    ) -> Result<PathBuf, OutputError> {
         let target = self.path.join(name.folder());
         if target.exists() {
-            return Err(OutputError::BadState {
-                path: target,
-                reason: "an export folder of this name already exists".into(),
-            });
+            match superseded {
+                Some(aside) => self.move_aside(&target, name, aside)?,
+                None => {
+                    return Err(OutputError::BadState {
+                        path: target,
+                        reason: "an export folder of this name already exists".into(),
+                    })
+                }
+            }
         }
         fs::rename(staging, &target).map_err(io_at(&target))?;
         package::sync_dir(&self.path).map_err(io_at(&self.path))?;

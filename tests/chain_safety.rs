@@ -296,3 +296,85 @@ fn an_in_flight_key_of_the_old_chain_is_exported_by_a_restart_from_a_later_start
     }
     assert!(compared > 0, "key 192 has rows in these tables");
 }
+
+#[test]
+fn a_full_resync_killed_at_any_write_leaves_a_complete_loadable_chain_at_the_top() {
+    // Regression: a --full-resync killed after moving the old folders aside left the top level with
+    // no complete chain until the next run; a receiver mirroring it (rsync --delete, an S3 sync)
+    // deleted its copies.
+    use gim_export::package::ABORT_AFTER_ENV;
+    let w = Workdir::new("resync-crash");
+    let src = w.sqlite_url("src.db");
+    simulate(&w, &src, 3, 60, 75);
+    w.run(&["export", "--source", &src, "--output", "base", "--catch-up"]);
+    let mut aborted = 0;
+    for n in 1u32..=14 {
+        let _ = fs::remove_dir_all(w.join("out"));
+        fs::create_dir(w.join("out")).unwrap();
+        for f in export_folders(&w.join("base")) {
+            copy_dir(&w.join("base").join(&f), &w.join("out").join(&f));
+        }
+        fs::copy(
+            w.join("base/.gim-export.state"),
+            w.join("out/.gim-export.state"),
+        )
+        .unwrap();
+        let o = w
+            .command(&[
+                "export",
+                "--source",
+                &src,
+                "--output",
+                "out",
+                "--full-resync",
+            ])
+            .env(ABORT_AFTER_ENV, n.to_string())
+            .output()
+            .unwrap();
+        if o.status.success() {
+            break;
+        }
+        aborted += 1;
+        // What a mirror would copy now: the top level alone, loaded into an empty receiver.
+        let mirror = format!("mirror{n}");
+        fs::create_dir(w.join(&mirror)).unwrap();
+        for f in export_folders(&w.join("out")) {
+            copy_dir(&w.join("out").join(&f), &w.join(&mirror).join(&f));
+        }
+        assert!(
+            !export_folders(&w.join(&mirror)).is_empty(),
+            "killed at write {n}: the top level holds no export"
+        );
+        let target = w.sqlite_url(&format!("mirror{n}.db"));
+        w.run(&[
+            "load",
+            "--input",
+            &mirror,
+            "--target",
+            &target,
+            "--accept-restart",
+        ]);
+        assert_target_matches_source(&src, &target, &w.join(&mirror));
+        // The next plain run finishes the resync; the mirror's receiver follows.
+        let o = w
+            .command(&["export", "--source", &src, "--output", "out", "--catch-up"])
+            .output()
+            .unwrap();
+        assert!(matches!(o.status.code(), Some(0 | 3)), "{}", stderr(&o));
+        assert!(!w.join("out/.gim-export.restart.json").exists());
+        let o = w
+            .command(&[
+                "load",
+                "--input",
+                "out",
+                "--target",
+                &target,
+                "--accept-restart",
+            ])
+            .output()
+            .unwrap();
+        assert!(matches!(o.status.code(), Some(0 | 3)), "{}", stderr(&o));
+        assert_target_matches_source(&src, &target, &w.join("out"));
+    }
+    assert!(aborted >= 3, "only {aborted} kill points hit");
+}

@@ -422,14 +422,6 @@ fn full_resync_removes_rows_deleted_at_the_source() {
     assert!(stdout(&o).contains("applied"), "{}", stdout(&o));
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-}
-
 /// The published folders of `out` (not what was moved aside), as a tree.
 fn published(out: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     let mut all = std::collections::BTreeMap::new();

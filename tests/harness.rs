@@ -494,3 +494,12 @@ pub fn assert_target_matches_source(source: &str, target: &str, out: &std::path:
     }
     assert!(checked > 100, "only {checked} rows compared");
 }
+
+/// Copies the files of one directory (an export folder) into another.
+pub fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
