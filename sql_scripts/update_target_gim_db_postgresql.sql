@@ -1179,6 +1179,29 @@ ALTER TABLE user_data_cust_dim_1 ADD COLUMN IF NOT EXISTS dim_attribute_4 varcha
 ALTER TABLE user_data_cust_dim_1 ADD COLUMN IF NOT EXISTS dim_attribute_5 varchar(255);
 ALTER TABLE user_data_cust_dim_1 ADD COLUMN IF NOT EXISTS create_audit_key numeric(19);
 
+-- GIM_EXPORT_APPLIED
+--   from gim-export load
+CREATE TABLE IF NOT EXISTS gim_export_applied (
+    apply_seq                        bigint NOT NULL,
+    folder                           varchar(100) NOT NULL,
+    chain_generation                 integer,
+    hwm_from_audit_key               numeric(19) NOT NULL,
+    hwm_to_audit_key                 numeric(19) NOT NULL,
+    row_counts                       text NOT NULL,
+    removed_counts                   text,
+    zip_sha1                         varchar(40),
+    loaded_at                        timestamp NOT NULL,
+    PRIMARY KEY (apply_seq)
+);
+ALTER TABLE gim_export_applied ADD COLUMN IF NOT EXISTS folder varchar(100);
+ALTER TABLE gim_export_applied ADD COLUMN IF NOT EXISTS chain_generation integer;
+ALTER TABLE gim_export_applied ADD COLUMN IF NOT EXISTS hwm_from_audit_key numeric(19);
+ALTER TABLE gim_export_applied ADD COLUMN IF NOT EXISTS hwm_to_audit_key numeric(19);
+ALTER TABLE gim_export_applied ADD COLUMN IF NOT EXISTS row_counts text;
+ALTER TABLE gim_export_applied ADD COLUMN IF NOT EXISTS removed_counts text;
+ALTER TABLE gim_export_applied ADD COLUMN IF NOT EXISTS zip_sha1 varchar(40);
+ALTER TABLE gim_export_applied ADD COLUMN IF NOT EXISTS loaded_at timestamp;
+
 -- GIM_EXPORT_CATALOG
 --   from gim-export load
 CREATE TABLE IF NOT EXISTS gim_export_catalog (

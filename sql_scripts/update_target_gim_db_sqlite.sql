@@ -746,6 +746,21 @@ CREATE TABLE IF NOT EXISTS user_data_cust_dim_1 (
     PRIMARY KEY (id)
 );
 
+-- GIM_EXPORT_APPLIED
+--   from gim-export load
+CREATE TABLE IF NOT EXISTS gim_export_applied (
+    apply_seq                        INTEGER NOT NULL,
+    folder                           VARCHAR(100) NOT NULL,
+    chain_generation                 INTEGER,
+    hwm_from_audit_key               INTEGER NOT NULL,
+    hwm_to_audit_key                 INTEGER NOT NULL,
+    row_counts                       TEXT NOT NULL,
+    removed_counts                   TEXT,
+    zip_sha1                         VARCHAR(40),
+    loaded_at                        TEXT NOT NULL,
+    PRIMARY KEY (apply_seq)
+);
+
 -- GIM_EXPORT_CATALOG
 --   from gim-export load
 CREATE TABLE IF NOT EXISTS gim_export_catalog (

@@ -12,6 +12,8 @@ pub const SQLITE_SCRIPT: &str = include_str!("../sql_scripts/update_target_gim_d
 
 /// The loader's ledger table: one row per applied export, written with the data.
 pub const LEDGER_TABLE: &str = "gim_export_ledger";
+/// Every application of an export, in order: what the target received, and when.
+pub const APPLIED_TABLE: &str = "gim_export_applied";
 /// The loader's catalog: every table and column it created, adopted or widened.
 pub const CATALOG_TABLE: &str = "gim_export_catalog";
 
@@ -91,7 +93,7 @@ pub fn model_table(name: &str, dialect: Dialect) -> Option<TableDef> {
 
 /// The loader's own tables, which no folder may write to.
 pub fn is_loader_table(name: &str) -> bool {
-    name == LEDGER_TABLE || name == CATALOG_TABLE
+    name == LEDGER_TABLE || name == CATALOG_TABLE || name == APPLIED_TABLE
 }
 
 /// A table or column name the loader will put into SQL: lower-case letters, digits and `_`, starting

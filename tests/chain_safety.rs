@@ -378,3 +378,44 @@ fn a_full_resync_killed_at_any_write_leaves_a_complete_loadable_chain_at_the_top
     }
     assert!(aborted >= 3, "only {aborted} kill points hit");
 }
+
+#[test]
+fn a_folder_applied_again_after_a_restart_keeps_both_applications_in_the_history() {
+    // Regression: the ledger's key is the folder name, so a folder of the same name applied again
+    // after a restart overwrote the record of the first application.
+    let w = Workdir::new("applied-history");
+    let (src, target) = set_up(&w);
+    let tip = export_folders(&w.join("out")).pop().unwrap();
+    w.run(&["export", "--source", &src, "--full-resync", "-o", "out"]);
+    assert_eq!(
+        export_folders(&w.join("out")),
+        vec![tip.clone()],
+        "same name"
+    );
+    w.run(&[
+        "load",
+        "--input",
+        "out",
+        "--target",
+        &target,
+        "--accept-restart",
+    ]);
+    assert_eq!(
+        query_one(
+            &target,
+            &format!("SELECT COUNT(*) FROM gim_export_applied WHERE folder = '{tip}'")
+        ),
+        "2"
+    );
+    assert_eq!(
+        query_one(
+            &target,
+            "SELECT group_concat(chain_generation, ',') FROM (SELECT chain_generation FROM gim_export_applied ORDER BY apply_seq)"
+        ),
+        "0,0,0,1"
+    );
+    assert_eq!(
+        query_one(&target, "SELECT COUNT(*) FROM gim_export_ledger"),
+        "3"
+    );
+}

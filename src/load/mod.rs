@@ -126,6 +126,14 @@ pub const LEDGER_UPSERT: &str = "INSERT INTO gim_export_ledger (folder, hwm_from
      schema_changes = excluded.schema_changes, removed_counts = excluded.removed_counts, \
      restart_after_audit_key = excluded.restart_after_audit_key";
 
+/// Keeps the ledger row just written as one more application (placeholder `?`: the folder): the
+/// ledger holds one row per folder name, the history every time a folder was applied.
+pub const APPLIED_INSERT: &str =
+    "INSERT INTO gim_export_applied (apply_seq, folder, chain_generation, \
+     hwm_from_audit_key, hwm_to_audit_key, row_counts, removed_counts, zip_sha1, loaded_at) \
+     SELECT apply_seq, folder, chain_generation, hwm_from_audit_key, hwm_to_audit_key, row_counts, \
+     removed_counts, zip_sha1, loaded_at FROM gim_export_ledger WHERE folder = ?";
+
 /// Records a table or column the loader created, added or widened (placeholders `?`).
 pub const CATALOG_UPSERT: &str =
     "INSERT INTO gim_export_catalog (table_name, column_name, sql_type, origin, folder) \

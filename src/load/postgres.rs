@@ -12,7 +12,7 @@ use sqlx::{Postgres, Row};
 use super::{
     check_loaded_sha1, check_removal, check_rows, merge_sql, plan::FolderPlan, remove_missing_sql,
     removed_json, schema_changes_json, stage_columns, stream_csv, LedgerEntry, LoadRefused,
-    Removed, TablePlan, TargetLocked, CATALOG_UPSERT, LEDGER_SELECT, LEDGER_UPSERT,
+    Removed, TablePlan, TargetLocked, APPLIED_INSERT, CATALOG_UPSERT, LEDGER_SELECT, LEDGER_UPSERT,
 };
 use crate::db::{self, DbError, DbUrl, Table};
 use crate::package::checkpoint;
@@ -338,6 +338,11 @@ impl PgTarget {
         .execute(&mut *tx)
         .await
         .map_err(err("writing the ledger"))?;
+        sqlx::query(&numbered(APPLIED_INSERT))
+            .bind(&entry.folder)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("writing the history of applications"))?;
         checkpoint();
         db::within_timeout(&self.url, "committing", tx.commit())
             .await?

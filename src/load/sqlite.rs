@@ -13,7 +13,7 @@ use super::{
     check_loaded_sha1, check_removal, check_rows, merge_sql, open_csv,
     plan::{FieldRule, FolderPlan},
     remove_missing_sql, removed_json, schema_changes_json, stage_columns, LedgerEntry, LoadRefused,
-    Removed, TablePlan, TargetLocked, CATALOG_UPSERT, LEDGER_SELECT, LEDGER_UPSERT,
+    Removed, TablePlan, TargetLocked, APPLIED_INSERT, CATALOG_UPSERT, LEDGER_SELECT, LEDGER_UPSERT,
 };
 use crate::db::{self, DbError, DbUrl, Table};
 use crate::package::checkpoint;
@@ -337,6 +337,11 @@ impl SqliteTarget {
             .execute(&mut *tx)
             .await
             .map_err(err("writing the ledger"))?;
+        sqlx::query(APPLIED_INSERT)
+            .bind(&entry.folder)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("writing the history of applications"))?;
         checkpoint();
         tx.commit().await.map_err(err("committing"))?;
         checkpoint();

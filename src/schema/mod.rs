@@ -92,7 +92,8 @@ pub fn model() -> &'static Model {
     })
 }
 
-/// The loader's own tables: the ledger (one row per applied export, written with its data) and the
+/// The loader's own tables: the ledger (one row per applied export, written with its data), the
+/// history of every application (a folder applied again after a restart keeps both), and the
 /// catalog of every table and column the loader created, adopted or widened.
 const LOADER_TABLES: &str = r#"
 [[table]]
@@ -114,6 +115,22 @@ columns = [
   "SCHEMA_CHANGES text",
   "REMOVED_COUNTS text",
   "RESTART_AFTER_AUDIT_KEY numeric(19)",
+]
+
+[[table]]
+name = "GIM_EXPORT_APPLIED"
+exported = false
+source = "gim-export load"
+columns = [
+  "APPLY_SEQ bigint PK",
+  "FOLDER varchar(100) M",
+  "CHAIN_GENERATION integer",
+  "HWM_FROM_AUDIT_KEY numeric(19) M",
+  "HWM_TO_AUDIT_KEY numeric(19) M",
+  "ROW_COUNTS text M",
+  "REMOVED_COUNTS text",
+  "ZIP_SHA1 varchar(40)",
+  "LOADED_AT timestamp M",
 ]
 
 [[table]]
