@@ -6,7 +6,7 @@ TARGET_DIR := $(if $(TARGET_DIR),$(TARGET_DIR),target)
 BIN := $(TARGET_DIR)/debug/gim-export
 DEMO_DIR := demo
 
-.PHONY: all build demo test check fmt clippy bench services clean hostile-fixtures
+.PHONY: all build demo test check fmt clippy bench services clean hostile-fixtures soak
 
 all: build
 
@@ -29,6 +29,15 @@ services:
 ## test: the whole suite, PostgreSQL included (started or installed if needed).
 test: services
 	$(CARGO) test --locked
+
+## soak: the chain model test at length: SOAK_ROUNDS random walks of SOAK_STEPS steps each (every kind
+## of export, deletions, kills, three receivers), from SOAK_SEED; prints the rows compared.
+SOAK_ROUNDS ?= 40
+SOAK_STEPS ?= 30
+SOAK_SEED ?= 1
+soak: services
+	GIM_EXPORT_SOAK_ROUNDS=$(SOAK_ROUNDS) GIM_EXPORT_SOAK_STEPS=$(SOAK_STEPS) GIM_EXPORT_SOAK_SEED=$(SOAK_SEED) \
+	  $(CARGO) test --locked --test integration chain_model -- --nocapture
 
 fmt:
 	$(CARGO) fmt --check

@@ -5,6 +5,7 @@ mod harness;
 mod tamper;
 
 mod bad_input;
+mod chain_model;
 mod chain_safety;
 mod chains;
 mod concurrency;
