@@ -419,3 +419,45 @@ fn a_folder_applied_again_after_a_restart_keeps_both_applications_in_the_history
         "3"
     );
 }
+
+#[test]
+fn simulate_killed_half_way_adds_nothing() {
+    // Regression: simulate committed each ETL run as it went, so a call that failed half-way left
+    // part of its days behind.
+    let w = Workdir::new("simulate-atomic");
+    let sqlite = w.sqlite_url("src.db");
+    let pg = PgDb::new("simatomic");
+    for url in [sqlite, pg.url()] {
+        simulate(&w, &url, 1, 50, 5);
+        let count = |url: &str| {
+            [
+                query_one(url, "SELECT COUNT(*) FROM CTL_AUDIT_LOG"),
+                query_one(url, "SELECT COUNT(*) FROM INTERACTION_FACT"),
+                query_one(url, "SELECT COUNT(*) FROM SM_RES_STATE_FACT"),
+            ]
+        };
+        let before = count(&url);
+        let mut child = w
+            .command(&[
+                "simulate",
+                "--source",
+                &url,
+                "--days",
+                "30",
+                "--interactions-per-day",
+                "3000",
+            ])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{url}: simulate finished before it could be killed; give it more work"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(count(&url), before, "{url}: a killed call adds nothing");
+        simulate(&w, &url, 1, 50, 5);
+        assert_ne!(count(&url), before, "{url}: the next call adds its day");
+    }
+}

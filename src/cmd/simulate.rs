@@ -61,7 +61,22 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         into_existing: args.into_existing,
     };
     let started = std::time::Instant::now();
-    let report = simulate::run(&config).await?;
+    // A SQLite file this call creates goes again if the call fails: it adds its days or nothing.
+    let new_file = config
+        .target
+        .expose()
+        .strip_prefix("sqlite://")
+        .map(|p| std::path::PathBuf::from(p.split('?').next().unwrap_or(p)))
+        .filter(|p| !p.exists());
+    let report = match simulate::run(&config).await {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(p) = new_file {
+                let _ = std::fs::remove_file(&p);
+            }
+            return Err(e);
+        }
+    };
     println!(
         "simulated {} day(s) from {} into {}: audit keys {}..{}, {} rows inserted, {} updated, in flight: {:?} ({:.1}s)",
         report.days,

@@ -514,7 +514,7 @@ pub async fn run(config: &SimConfig) -> Result<SimReport> {
     // Inheritance children hold the older rows, as an archive split of a real Info Mart would.
     let last_day = first_day + i64::from(config.days.max(1) - 1) * 86_400;
     db.move_to_inheritance_children(last_day).await?;
-    db.close().await;
+    db.commit().await?;
     Ok(report)
 }
 

@@ -5,9 +5,10 @@ use std::fmt::Write as _;
 use std::str::FromStr;
 
 use anyhow::{Context, Result};
-use sqlx::postgres::PgPool;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::Row;
+use sqlx::{Postgres, Sqlite, Transaction};
+use tokio::sync::Mutex;
 
 use super::{date_time_key, rng::hash, timestamp_text, RunWork, Val};
 use crate::db::{self, DbError, DbUrl, Dialect};
@@ -149,27 +150,22 @@ pub struct History {
     pub open_interactions: Vec<(i64, i64)>,
 }
 
-/// The database the simulator writes to.
+/// The database the simulator writes to, through one transaction for the whole call: a call adds
+/// its days or, when it fails (or is killed), nothing.
 pub enum SimDb {
-    Sqlite(DbUrl, SqlitePool),
-    Postgres(DbUrl, PgPool),
+    Sqlite(DbUrl, Mutex<Transaction<'static, Sqlite>>),
+    Postgres(DbUrl, Mutex<Transaction<'static, Postgres>>),
 }
 
 macro_rules! in_transaction {
-    ($pool:expr, $url:expr, $stmts:expr) => {{
-        let mut tx = $pool
-            .begin()
-            .await
-            .map_err(|e| DbError::query($url, "starting a transaction", e))?;
+    ($tx:expr, $url:expr, $stmts:expr) => {{
+        let mut tx = $tx.lock().await;
         for sql in $stmts {
             sqlx::raw_sql(sql)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await
                 .map_err(|e| DbError::query($url, "writing simulated rows", e))?;
         }
-        tx.commit()
-            .await
-            .map_err(|e| DbError::query($url, "committing", e))?;
     }};
 }
 
@@ -186,12 +182,37 @@ impl SimDb {
                     .connect_with(opts)
                     .await
                     .map_err(|e| DbError::connect(url, e))?;
-                SimDb::Sqlite(url.clone(), pool)
+                let tx = pool
+                    .begin()
+                    .await
+                    .map_err(|e| DbError::query(url, "starting a transaction", e))?;
+                SimDb::Sqlite(url.clone(), Mutex::new(tx))
             }
             Dialect::Postgres => {
-                SimDb::Postgres(url.clone(), db::postgres::pool(url, 2, 15).await?)
+                let pool = db::postgres::pool(url, 1, 15).await?;
+                let tx = pool
+                    .begin()
+                    .await
+                    .map_err(|e| DbError::query(url, "starting a transaction", e))?;
+                SimDb::Postgres(url.clone(), Mutex::new(tx))
             }
         })
+    }
+
+    /// Commits everything the call wrote.
+    pub async fn commit(self) -> Result<(), DbError> {
+        match self {
+            SimDb::Sqlite(url, tx) => tx
+                .into_inner()
+                .commit()
+                .await
+                .map_err(|e| DbError::query(&url, "committing", e)),
+            SimDb::Postgres(url, tx) => tx
+                .into_inner()
+                .commit()
+                .await
+                .map_err(|e| DbError::query(&url, "committing", e)),
+        }
     }
 
     fn url(&self) -> &DbUrl {
@@ -203,8 +224,8 @@ impl SimDb {
     /// Runs `statements` in one transaction.
     pub async fn execute(&self, statements: &[String]) -> Result<(), DbError> {
         match self {
-            SimDb::Sqlite(url, pool) => in_transaction!(pool, url, statements),
-            SimDb::Postgres(url, pool) => in_transaction!(pool, url, statements),
+            SimDb::Sqlite(url, tx) => in_transaction!(tx, url, statements),
+            SimDb::Postgres(url, tx) => in_transaction!(tx, url, statements),
         }
         Ok(())
     }
@@ -225,14 +246,14 @@ impl SimDb {
     /// the table's key plus that column, as PostgreSQL requires); the two agent-activity facts with
     /// an inheritance child `<table>_hist` each.
     pub async fn create_partitioned_schema(&self) -> Result<()> {
-        let SimDb::Postgres(url, pool) = self else {
+        let SimDb::Postgres(url, tx) = self else {
             anyhow::bail!("simulate --partitioned applies to PostgreSQL sources only");
         };
         let exists: Option<String> = sqlx::query_scalar(
             "SELECT relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = current_schema() AND relname = 'interaction_fact'",
         )
-        .fetch_optional(pool)
+        .fetch_optional(&mut **tx.lock().await)
         .await
         .map_err(|e| DbError::query(url, "reading the catalog", e))?;
         if exists.is_some() {
@@ -272,14 +293,14 @@ impl SimDb {
 
     /// The declaratively partitioned tables of the simulated schema that exist in this database.
     pub async fn partitioned_tables(&self) -> Result<Vec<String>> {
-        let SimDb::Postgres(url, pool) = self else {
+        let SimDb::Postgres(url, tx) = self else {
             return Ok(Vec::new());
         };
         Ok(sqlx::query_scalar(
             "SELECT relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = current_schema() AND c.relkind = 'p' ORDER BY 1",
         )
-        .fetch_all(pool)
+        .fetch_all(&mut **tx.lock().await)
         .await
         .map_err(|e| DbError::query(url, "reading the catalog", e))?)
     }
@@ -306,7 +327,7 @@ impl SimDb {
     /// Moves the rows of the inheritance parents that started before `before` into their `_hist`
     /// children (PostgreSQL with the partitioned schema only).
     pub async fn move_to_inheritance_children(&self, before: i64) -> Result<()> {
-        let SimDb::Postgres(url, pool) = self else {
+        let SimDb::Postgres(url, tx) = self else {
             return Ok(());
         };
         for (table, _) in INHERITED {
@@ -316,7 +337,7 @@ impl SimDb {
                  WHERE n.nspname = current_schema() AND relname = $1",
             )
             .bind(&child)
-            .fetch_optional(pool)
+            .fetch_optional(&mut **tx.lock().await)
             .await
             .map_err(|e| DbError::query(url, "reading the catalog", e))?;
             if has.is_some() {
@@ -333,8 +354,11 @@ impl SimDb {
     async fn ints(&self, sql: &str) -> Result<Vec<Vec<Option<i64>>>, DbError> {
         let err = |e| DbError::query(self.url(), "reading the simulated history", e);
         macro_rules! fetch {
-            ($pool:expr) => {{
-                let rows = sqlx::query(sql).fetch_all($pool).await.map_err(err)?;
+            ($tx:expr) => {{
+                let rows = sqlx::query(sql)
+                    .fetch_all(&mut **$tx.lock().await)
+                    .await
+                    .map_err(err)?;
                 rows.iter()
                     .map(|r| {
                         (0..r.len())
@@ -346,8 +370,8 @@ impl SimDb {
             }};
         }
         match self {
-            SimDb::Sqlite(_, pool) => fetch!(pool),
-            SimDb::Postgres(_, pool) => fetch!(pool),
+            SimDb::Sqlite(_, tx) => fetch!(tx),
+            SimDb::Postgres(_, tx) => fetch!(tx),
         }
     }
 
@@ -429,7 +453,7 @@ impl SimDb {
         );
         let updates = update_statements(work);
         match self {
-            SimDb::Sqlite(url, pool) => {
+            SimDb::Sqlite(url, tx) => {
                 let mut stmts = vec![audit];
                 for (table, batch) in &work.inserts {
                     for rows in batch.rows.chunks(ROWS_PER_STATEMENT) {
@@ -437,12 +461,15 @@ impl SimDb {
                     }
                 }
                 stmts.extend(updates);
-                in_transaction!(pool, url, &stmts);
+                in_transaction!(tx, url, &stmts);
             }
-            SimDb::Postgres(url, pool) => {
+            SimDb::Postgres(url, tx) => {
                 let err = |e| DbError::query(url, "writing simulated rows", e);
-                let mut tx = pool.begin().await.map_err(err)?;
-                sqlx::raw_sql(&audit).execute(&mut *tx).await.map_err(err)?;
+                let mut tx = tx.lock().await;
+                sqlx::raw_sql(&audit)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(err)?;
                 for (table, batch) in &work.inserts {
                     let mut copy = tx
                         .copy_in_raw(&format!(
@@ -457,9 +484,8 @@ impl SimDb {
                     copy.finish().await.map_err(err)?;
                 }
                 for sql in &updates {
-                    sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(err)?;
+                    sqlx::raw_sql(sql).execute(&mut **tx).await.map_err(err)?;
                 }
-                tx.commit().await.map_err(err)?;
             }
         }
         Ok(())
@@ -474,12 +500,5 @@ impl SimDb {
         ));
         self.execute(&stmts).await?;
         Ok(())
-    }
-
-    pub async fn close(self) {
-        match self {
-            SimDb::Sqlite(_, p) => p.close().await,
-            SimDb::Postgres(_, p) => p.close().await,
-        }
     }
 }
