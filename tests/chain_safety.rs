@@ -276,6 +276,9 @@ fn an_in_flight_key_of_the_old_chain_is_exported_by_a_restart_from_a_later_start
         "-o",
         "out",
     ]);
+    // Regression: status counted the settled keys whose data lies before the start as behind.
+    let v = status_json(&w, &src);
+    assert_eq!(v["behind_audit_keys"], 0, "{v}");
     w.run(&[
         "load",
         "--input",
