@@ -172,7 +172,7 @@ pub enum LoadRefused {
         reason: String,
     },
     #[error(
-        "{folder}: not applied: it restarts the chain from audit key {from} (data from {from_ts}), but the target's last export {last_folder} ends at audit key {last} (data to {last_ts}): load the exports between them first"
+        "{folder}: not applied: it restarts the chain from audit key {from} (data from {from_ts}), but the target's last export {last_folder} ends at audit key {last} (data to {last_ts}): load the exports between them first. If there are none (the sender restarted from a date after this target's data), the rows between are in no folder: ask the sender for export --full-resync (or a restart from an earlier date), which this target can follow"
     )]
     RestartGap {
         folder: String,
