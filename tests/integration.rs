@@ -27,5 +27,6 @@ mod ops;
 mod out_of_order;
 mod property;
 mod real_infomart;
+mod scale;
 mod sqlite_vs_postgres;
 mod views;

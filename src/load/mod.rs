@@ -236,6 +236,14 @@ pub struct TargetLocked(pub String);
 pub type Removed = BTreeMap<String, u64>;
 
 /// The statement that removes the rows of `plan.table` whose key is not among the staged rows.
+/// What runs before [`remove_missing_sql`] on PostgreSQL: statistics for both sides. Without them the
+/// planner sees an empty stage (a temporary table has none) and a target as small as before its
+/// load, and picks a nested loop whose cost grows with rows x rows; with them it takes a hash
+/// anti-join, linear in the rows.
+pub fn analyze_for_anti_join_sql(plan: &TablePlan, stage: &str) -> String {
+    format!("ANALYZE {stage}; ANALYZE {}", quote_ident(&plan.table))
+}
+
 pub fn remove_missing_sql(plan: &TablePlan, stage: &str) -> String {
     let t = quote_ident(&plan.table);
     let on: Vec<String> = plan

@@ -10,9 +10,10 @@ use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Row};
 
 use super::{
-    check_loaded_sha1, check_removal, check_rows, merge_sql, plan::FolderPlan, remove_missing_sql,
-    removed_json, schema_changes_json, stage_columns, stream_csv, LedgerEntry, LoadRefused,
-    Removed, TablePlan, TargetLocked, APPLIED_INSERT, CATALOG_UPSERT, LEDGER_SELECT, LEDGER_UPSERT,
+    analyze_for_anti_join_sql, check_loaded_sha1, check_removal, check_rows, merge_sql,
+    plan::FolderPlan, remove_missing_sql, removed_json, schema_changes_json, stage_columns,
+    stream_csv, LedgerEntry, LoadRefused, Removed, TablePlan, TargetLocked, APPLIED_INSERT,
+    CATALOG_UPSERT, LEDGER_SELECT, LEDGER_UPSERT,
 };
 use crate::db::{self, DbError, DbUrl, Table};
 use crate::package::checkpoint;
@@ -261,17 +262,11 @@ impl PgTarget {
             .await?
             .map_err(err(&what))?;
             if plan.remove_missing {
-                // Statistics for both sides first: without them the planner sees an empty stage
-                // and a target as small as before its load, and picks a nested loop whose cost grows
-                // with rows x rows; with them it takes a hash anti-join.
+                // Statistics for both sides first (see analyze_for_anti_join_sql).
                 db::within_timeout(
                     &self.url,
                     "writing to the target",
-                    sqlx::raw_sql(&format!(
-                        "ANALYZE gx_stage; ANALYZE {}",
-                        db::quote_ident(&plan.table)
-                    ))
-                    .execute(&mut *tx),
+                    sqlx::raw_sql(&analyze_for_anti_join_sql(plan, "gx_stage")).execute(&mut *tx),
                 )
                 .await?
                 .map_err(err(&what))?;
