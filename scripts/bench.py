@@ -11,9 +11,18 @@ Measures (release build, medians of BENCH_RUNS runs):
 Sources are simulated once and cached (PostgreSQL databases gim_bench_<n>, SQLite files under
 target/bench/cache). Prints a table; writes target/bench/results.json.
 
+  5. the scale matrix (issue 19): each load path (plain into an empty target, plain into a full one,
+     a re-export overlapping what the target holds, a full resync with deletions into a full target,
+     and that folder into an empty one) on SQLite and PostgreSQL targets at two sizes, one twice the
+     other, with rows/s and the growth factor (time at 2x / time at 1x; target <= 2.3) and the full
+     resync beside an empty-target load of the same folder (target <= 3x).
+
 Knobs: BENCH_INTERACTIONS (main day, default 800000 = ~4.2M rows), BENCH_RUNS (default 3),
 BENCH_SMALL / BENCH_LARGE (interactions for the RSS days, default 210000 = ~1.1M rows and
-2000000 = ~10.4M rows; BENCH_LARGE=0 skips the large day).
+2000000 = ~10.4M rows; BENCH_LARGE=0 skips the large day), BENCH_SCALE_DAYS and
+BENCH_SCALE_PER_DAY (the matrix's 1x size: days of simulated history and interactions per day,
+default 4 and 20000, ~0.4M rows; 2x doubles the days; BENCH_SCALE_DAYS=31 is the month-long run),
+BENCH_ONLY=scale (the matrix alone).
 """
 
 import json
@@ -36,6 +45,9 @@ MAIN = int(os.environ.get("BENCH_INTERACTIONS", "800000"))
 SMALL = int(os.environ.get("BENCH_SMALL", "210000"))
 LARGE = int(os.environ.get("BENCH_LARGE", "2000000"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+SCALE_DAYS = int(os.environ.get("BENCH_SCALE_DAYS", "4"))
+SCALE_PER_DAY = int(os.environ.get("BENCH_SCALE_PER_DAY", "20000"))
+ONLY = os.environ.get("BENCH_ONLY", "")
 SEED = 3
 
 
@@ -138,7 +150,7 @@ def floor_export(db, info, work, copy_only):
 def fresh_pg_target(name):
     psql("postgres", f"drop database if exists {name}")
     psql("postgres", f"create database {name}")
-    run([BIN, "-q", "target-schema", "--apply", f"{PG}/{name}"])
+    run([BIN, "-q", "target-schema", "--target", f"{PG}/{name}"])
     return f"{PG}/{name}"
 
 
@@ -173,6 +185,119 @@ def median(xs):
     return statistics.median(xs)
 
 
+def scale_source(days):
+    """SCALE_PER_DAY interactions a day for `days` days in SQLite (cached)."""
+    os.makedirs(CACHE, exist_ok=True)
+    path = os.path.join(CACHE, f"scale_{days}x{SCALE_PER_DAY}.db")
+    if not os.path.exists(path):
+        log(f"simulating {days} days of {SCALE_PER_DAY} interactions into {path} (once, cached)")
+        tmp = path + ".tmp"
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        run([BIN, "-q", "simulate", "--source", f"sqlite://{tmp}", "--days", str(days),
+             "--interactions-per-day", str(SCALE_PER_DAY), "--seed", str(SEED)])
+        os.rename(tmp, path)
+    return path
+
+
+def folder_rows(out, newest_generation_only=False):
+    """Rows of the folders at the top of `out` (of its newest chain generation only, if asked)."""
+    found = []
+    for f in os.listdir(out):
+        if f.startswith("export_"):
+            root = ET.parse(os.path.join(out, f, f"{f}.extracted.xml")).getroot()
+            g = root.find("chain-generation")
+            found.append((int(g.text) if g is not None else 0,
+                          sum(int(t.get("rows")) for t in root.iter("table"))))
+    top = max((g for g, _ in found), default=0)
+    return sum(n for g, n in found if g == top or not newest_generation_only)
+
+
+def scale_case(days, backend, work):
+    """The load paths at one size on one target; seconds and rows of each."""
+    src = os.path.join(work, f"src_{days}.db")
+    shutil.copy(scale_source(days), src)
+    out = os.path.join(work, f"out_{days}_{backend}")
+    shutil.rmtree(out, ignore_errors=True)
+    run([BIN, "-q", "export", "--source", f"sqlite://{src}", "--output", out, "--catch-up"])
+    plain_rows = folder_rows(out)
+
+    def target(name):
+        if backend == "sqlite":
+            path = os.path.join(work, f"{name}.db")
+            for f in (path, path + ".gim-export-load.lock", path + "-wal", path + "-shm"):
+                if os.path.exists(f):
+                    os.remove(f)
+            return f"sqlite://{path}", lambda sql: subprocess.run(
+                ["python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()",
+                 path, sql], check=True)
+        db = f"gim_bench_scale_{name}"
+        psql("postgres", f"drop database if exists {db}")
+        psql("postgres", f"create database {db}")
+        return f"{PG}/{db}", lambda sql: psql(db, sql)
+
+    r = {}
+    t, sql = target("t")
+    r["plain into empty"] = (ours_load(out, t)[0], plain_rows)
+    # The same folders again: every row an update of a row the target holds.
+    sql("delete from gim_export_ledger; delete from gim_export_applied")
+    r["plain into full"] = (ours_load(out, t)[0], plain_rows)
+    # A re-export of the second half of the history over what the target holds.
+    run([BIN, "-q", "export", "--source", f"sqlite://{src}", "--output", out,
+         "--reexport-last", f"{max(1, days // 2)}d"])
+    re_rows = folder_rows(out, newest_generation_only=True)
+    s, _ = run([BIN, "-q", "load", "--input", out, "--target", t, "--accept-restart"])
+    r["re-export overlap"] = (s, re_rows)
+    # A full resync after deleting 1% of interaction_fact at the source, into the full target, and
+    # the same folder into an empty one.
+    subprocess.run(["python3", "-c",
+                    "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); "
+                    "c.execute('delete from INTERACTION_FACT where INTERACTION_ID % 100 = 7'); c.commit()",
+                    src], check=True)
+    run([BIN, "-q", "export", "--source", f"sqlite://{src}", "--output", out, "--full-resync"])
+    full_rows = folder_rows(out)
+    s, rss = run([BIN, "-q", "load", "--input", out, "--target", t, "--accept-restart",
+                  "--max-resync-removal", "100"])
+    r["full resync into full"] = (s, full_rows)
+    r["full resync rss_kib"] = rss
+    t2, _ = target("t2")
+    r["full resync folder into empty"] = (ours_load(out, t2)[0], full_rows)
+    if backend == "postgres":
+        for name in ("t", "t2"):
+            psql("postgres", f"drop database if exists gim_bench_scale_{name}")
+    return r
+
+
+def scale_matrix(work):
+    sizes = [SCALE_DAYS, 2 * SCALE_DAYS]
+    matrix = {}
+    for backend in ("sqlite", "postgres"):
+        for days in sizes:
+            log(f"scale matrix: {backend} target, {days} days of {SCALE_PER_DAY} interactions")
+            matrix[f"{backend}/{days}"] = scale_case(days, backend, work)
+    return {"sizes_days": sizes, "per_day": SCALE_PER_DAY, "cases": matrix}
+
+
+def print_scale(m):
+    a, b = m["sizes_days"]
+    print(f"\nscale matrix: {a} and {b} days of {m['per_day']} interactions a day "
+          f"(growth = time at 2x / time at 1x, target <= 2.3; full resync / empty <= 3)")
+    print(f"{'target':<9} {'path':<32} {'rows 1x':>10} {'s 1x':>7} {'rows/s 1x':>11} {'s 2x':>7} "
+          f"{'rows/s 2x':>11} {'growth':>7}")
+    for backend in ("sqlite", "postgres"):
+        x, y = m["cases"][f"{backend}/{a}"], m["cases"][f"{backend}/{b}"]
+        for path in ("plain into empty", "plain into full", "re-export overlap",
+                     "full resync into full", "full resync folder into empty"):
+            (s1, n1), (s2, n2) = x[path], y[path]
+            rate = lambda n, s: f"{n / s:>11,.0f}" if n else f"{'-':>11}"
+            print(f"{backend:<9} {path:<32} {n1 or 0:>10,} {s1:>7.2f} {rate(n1, s1)} {s2:>7.2f} "
+                  f"{rate(n2, s2)} {s2 / s1:>7.2f}")
+        for days, c in ((a, x), (b, y)):
+            ratio = c["full resync into full"][0] / c["full resync folder into empty"][0]
+            print(f"{backend:<9} {days:>2} days: full resync into a full target / the same folder "
+                  f"into an empty one = {ratio:.2f}; peak RSS {c['full resync rss_kib'] / 1024:.0f} MiB")
+
+
 def main():
     if not os.path.exists(BIN):
         sys.exit("bench: build first (make bench builds the release binary)")
@@ -184,6 +309,15 @@ def main():
     os.makedirs(OUT_DIR, exist_ok=True)
     work = tempfile.mkdtemp(prefix="gim-bench-")
     results = {"runs": RUNS, "interactions": MAIN}
+    if ONLY == "scale":
+        try:
+            results["scale"] = scale_matrix(work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        with open(os.path.join(OUT_DIR, "results_scale.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        print_scale(results["scale"])
+        return
     try:
         db = pg_source(MAIN)
         src = f"{PG}/{db}"
@@ -250,6 +384,7 @@ def main():
             psql("postgres", "drop database if exists gim_bench_target")
             results["rss"].append({"interactions": n, "rows": i["rows"], "export_rss_kib": e[1],
                                    "load_rss_kib": l[1], "export_s": e[0], "load_s": l[0]})
+        results["scale"] = scale_matrix(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -283,6 +418,7 @@ def print_table(r):
     for x in r["rss"]:
         print(f"peak RSS at {x['rows']:>11,} rows: export {x['export_rss_kib'] / 1024:.0f} MiB "
               f"({x['export_s']:.1f} s), load {x['load_rss_kib'] / 1024:.0f} MiB ({x['load_s']:.1f} s)")
+    print_scale(r["scale"])
     print(f"\nwrote {os.path.join(OUT_DIR, 'results.json')}")
 
 
