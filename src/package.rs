@@ -214,6 +214,10 @@ pub fn write_table_part(
         abandoned,
     } = shape;
     let file_name = format::csv_file_name(table);
+    // Nothing changed in most tables of a short window: no part file at all until a row comes.
+    let Some(first) = chunks.blocking_recv() else {
+        return Ok(None);
+    };
     let file = File::create(part_path).map_err(|e| with_path(e, part_path))?;
     let mut zip = ZipWriter::new(QuietAfterError::new(BufWriter::with_capacity(
         256 * 1024,
@@ -228,7 +232,8 @@ pub fn write_table_part(
         Some(t) => t.write(&header, &mut out)?,
         None => out.write_all(&header)?,
     }
-    while let Some(chunk) = chunks.blocking_recv() {
+    let mut first = Some(first);
+    while let Some(chunk) = first.take().or_else(|| chunks.blocking_recv()) {
         if abandoned.load(std::sync::atomic::Ordering::Relaxed)
             || crate::signals::abandon_requested()
         {
@@ -256,7 +261,8 @@ pub fn write_table_part(
         fs::remove_file(part_path).map_err(|e| with_path(e, part_path))?;
         return Ok(None);
     }
-    file.sync_all()?;
+    // No fsync: a part file is scratch inside the staging folder, which a crash discards; the
+    // folder's zip, assembled from the parts, is the file that is synced.
     checkpoint();
     Ok(Some(TablePart {
         summary: TableSummary {

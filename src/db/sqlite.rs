@@ -18,6 +18,9 @@ use crate::format::push_csv_field;
 pub struct SqliteSource {
     pub(crate) url: DbUrl,
     pub(crate) pool: SqlitePool,
+    /// Read-only rusqlite connections for the table reads, kept for the run: opening one parses the
+    /// whole schema, which on a 200-table Info Mart cost more than reading a 15-minute window.
+    readers: std::sync::Arc<std::sync::Mutex<Vec<rusqlite::Connection>>>,
 }
 
 /// Connect options for an existing SQLite file (never created by a reader).
@@ -39,6 +42,7 @@ impl SqliteSource {
         Ok(SqliteSource {
             url: url.clone(),
             pool,
+            readers: Default::default(),
         })
     }
 
@@ -109,8 +113,21 @@ impl SqliteSource {
         let what = format!("reading table {}", table.name);
         let out = out.clone();
         let names = ValueNames::of(table);
-        let read =
-            tokio::task::spawn_blocking(move || read_csv_blocking(&path, &sql, &out, &names));
+        let readers = std::sync::Arc::clone(&self.readers);
+        let read = tokio::task::spawn_blocking(move || {
+            let idle = readers.lock().ok().and_then(|mut r| r.pop());
+            let conn = match idle {
+                Some(c) => c,
+                None => open_reader(&path)?,
+            };
+            let r = read_csv_blocking(&conn, &sql, &out, &names);
+            if r.is_ok() {
+                if let Ok(mut idle) = readers.lock() {
+                    idle.push(conn);
+                }
+            }
+            r
+        });
         match read.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(ReadFailure::Value(reason))) => Err(DbError::Unexportable {
@@ -218,13 +235,8 @@ impl ValueNames {
 /// as is, NULL and empty text as an empty field, binary values in PostgreSQL's hex form (`\x0a1b`,
 /// what a PostgreSQL source's COPY writes for bytea). Text that is not UTF-8 or holds a NUL cannot be
 /// loaded anywhere: the export stops, naming table, key and column.
-fn read_csv_blocking(
-    path: &Path,
-    sql: &str,
-    out: &CsvChunks,
-    names: &ValueNames,
-) -> Result<(), ReadFailure> {
-    use rusqlite::types::ValueRef;
+/// A read-only connection for table reads.
+fn open_reader(path: &Path) -> Result<rusqlite::Connection, ReadFailure> {
     let conn = rusqlite::Connection::open_with_flags(
         path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -232,6 +244,16 @@ fn read_csv_blocking(
     conn.busy_timeout(Duration::from_secs(30))?;
     // The ORDER BY sorts through temporary storage: on disk, so memory stays flat at any table size.
     conn.pragma_update(None, "temp_store", "FILE")?;
+    Ok(conn)
+}
+
+fn read_csv_blocking(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    out: &CsvChunks,
+    names: &ValueNames,
+) -> Result<(), ReadFailure> {
+    use rusqlite::types::ValueRef;
     let mut stmt = conn.prepare(sql)?;
     let n = stmt.column_count();
     let mut rows = stmt.query([])?;
