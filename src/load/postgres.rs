@@ -25,6 +25,27 @@ pub struct PgTarget {
     url: DbUrl,
     pool: PgPool,
     lock: Option<PoolConnection<Postgres>>,
+    /// Rows last staged per stage table: past a few thousand the stage is truncated rather than
+    /// emptied row by row (a temporary table is never vacuumed).
+    staged: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+/// The temporary stage of a table shape: kept for the session and reused by every folder that loads
+/// the table with the same columns and types. Creating and dropping a temporary table costs a few
+/// catalog writes, which a folder of 200 small tables paid 200 times.
+fn stage_name(plan: &TablePlan) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let shape = format!(
+        "{}|{}|{}",
+        plan.table,
+        plan.columns.join(","),
+        plan.column_types.join(",")
+    );
+    for b in shape.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("gx_s_{h:016x}")
 }
 
 impl PgTarget {
@@ -33,6 +54,7 @@ impl PgTarget {
             url: url.clone(),
             pool: db::postgres::pool(url, 3, 15).await?,
             lock: None,
+            staged: Default::default(),
         })
     }
 
@@ -142,12 +164,26 @@ impl PgTarget {
         for plan in plans {
             let what = format!("loading table {}", plan.table);
             let cols = stage_columns(plan);
+            let stage = stage_name(plan);
+            let big = self
+                .staged
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&stage).copied())
+                .is_some_and(|n| n > 5_000);
+            // One round trip: the stage exists (created once per session), and is empty.
             db::within_timeout(
                 &self.url,
                 "writing to the target",
                 sqlx::raw_sql(&format!(
-                    "CREATE TEMP TABLE gx_stage AS SELECT {cols} FROM {} WITH NO DATA;",
-                    db::quote_ident(&plan.table)
+                    "SET LOCAL client_min_messages = warning; \
+                     CREATE TEMP TABLE IF NOT EXISTS {stage} AS SELECT {cols} FROM {} WITH NO DATA; {}",
+                    db::quote_ident(&plan.table),
+                    if big {
+                        format!("TRUNCATE {stage}")
+                    } else {
+                        format!("DELETE FROM {stage}")
+                    }
                 ))
                 .execute(&mut *tx),
             )
@@ -188,7 +224,7 @@ impl PgTarget {
                     &self.url,
                     &what,
                     tx.copy_in_raw(&format!(
-                        "COPY gx_stage ({cols}) FROM STDIN WITH (FORMAT csv, HEADER true)"
+                        "COPY {stage} ({cols}) FROM STDIN WITH (FORMAT csv, HEADER true)"
                     )),
                 )
                 .await?
@@ -222,19 +258,20 @@ impl PgTarget {
             check_loaded_sha1(&entry.folder, plan, &digest)?;
             check_rows(&entry.folder, plan, n, &schema.limits)?;
             rows.insert(plan.table.clone(), n);
+            if let Ok(mut m) = self.staged.lock() {
+                m.insert(stage.clone(), n);
+            }
             // Exports hold each key once: merge as staged, and sort out duplicates only when
             // PostgreSQL finds some (cardinality_violation) in a file made by other hands.
-            db::within_timeout(
-                &self.url,
-                "writing to the target",
-                sqlx::raw_sql("SAVEPOINT gx_merge").execute(&mut *tx),
-            )
-            .await?
-            .map_err(err(&what))?;
+            // One round trip for the savepoint, the merge and its release.
             match db::within_timeout(
                 &self.url,
                 "writing to the target",
-                sqlx::raw_sql(&merge_sql(plan, "gx_stage", false, "ctid")).execute(&mut *tx),
+                sqlx::raw_sql(&format!(
+                    "SAVEPOINT gx_merge; {}; RELEASE SAVEPOINT gx_merge",
+                    merge_sql(plan, &stage, false, "ctid")
+                ))
+                .execute(&mut *tx),
             )
             .await?
             {
@@ -244,8 +281,8 @@ impl PgTarget {
                         &self.url,
                         "writing to the target",
                         sqlx::raw_sql(&format!(
-                            "ROLLBACK TO SAVEPOINT gx_merge; {}",
-                            merge_sql(plan, "gx_stage", true, "ctid")
+                            "ROLLBACK TO SAVEPOINT gx_merge; {}; RELEASE SAVEPOINT gx_merge",
+                            merge_sql(plan, &stage, true, "ctid")
                         ))
                         .execute(&mut *tx),
                     )
@@ -254,19 +291,12 @@ impl PgTarget {
                 }
                 Err(e) => return Err(content(e)),
             }
-            db::within_timeout(
-                &self.url,
-                "writing to the target",
-                sqlx::raw_sql("RELEASE SAVEPOINT gx_merge").execute(&mut *tx),
-            )
-            .await?
-            .map_err(err(&what))?;
             if plan.remove_missing {
                 // Statistics for both sides first (see analyze_for_anti_join_sql).
                 db::within_timeout(
                     &self.url,
                     "writing to the target",
-                    sqlx::raw_sql(&analyze_for_anti_join_sql(plan, "gx_stage")).execute(&mut *tx),
+                    sqlx::raw_sql(&analyze_for_anti_join_sql(plan, &stage)).execute(&mut *tx),
                 )
                 .await?
                 .map_err(err(&what))?;
@@ -280,7 +310,7 @@ impl PgTarget {
                 let gone = db::within_timeout(
                     &self.url,
                     "writing to the target",
-                    sqlx::query(&remove_missing_sql(plan, "gx_stage")).execute(&mut *tx),
+                    sqlx::query(&remove_missing_sql(plan, &stage)).execute(&mut *tx),
                 )
                 .await?
                 .map_err(err(&what))?
@@ -294,13 +324,6 @@ impl PgTarget {
                 )?;
                 removed.insert(plan.table.clone(), gone);
             }
-            db::within_timeout(
-                &self.url,
-                "writing to the target",
-                sqlx::raw_sql("DROP TABLE gx_stage").execute(&mut *tx),
-            )
-            .await?
-            .map_err(err(&what))?;
             checkpoint();
         }
         for table in clear {
