@@ -651,6 +651,7 @@ async fn run_once(
         });
     }
 
+    let mut catalog_cache: Option<TargetCatalog> = None;
     while let Some(i) = next_folder(&candidates, last.as_ref()) {
         if crate::signals::stop_requested() {
             target.close().await;
@@ -694,8 +695,16 @@ async fn run_once(
             .restart
             .filter(|r| r.kind == crate::format::RestartKind::Full)
             .and(meta.full_tables.as_ref());
-        let folder_plan =
-            plan_folder_load(&target, &zip_path, &name, &meta, encoding, config).await?;
+        let folder_plan = plan_folder_load(
+            &target,
+            &mut catalog_cache,
+            &zip_path,
+            &name,
+            &meta,
+            encoding,
+            config,
+        )
+        .await?;
         let mut folder_plan = folder_plan;
         folder_plan.max_removal_percent = config.max_resync_removal;
         folder_plan.limits = config.limits;
@@ -833,6 +842,9 @@ async fn run_once(
             removed,
             schema_changes: folder_plan.changes.clone(),
         });
+        if !folder_plan.ddl.is_empty() {
+            catalog_cache = None; // the folder changed the schema: read it again
+        }
         events(LoadEvent::Applied(
             report.applied.last().expect("just pushed"),
         ));
@@ -921,6 +933,13 @@ async fn run_once(
     Ok(())
 }
 
+/// The target's tables and the loader's catalog of the tables it owns, read once and kept while no
+/// folder changes the schema: on a 200-table target the catalog cost more than a small folder's rows.
+struct TargetCatalog {
+    tables: BTreeMap<String, Table>,
+    owned: BTreeSet<String>,
+}
+
 /// An input folder not applied yet.
 struct Candidate {
     name: String,
@@ -976,24 +995,32 @@ fn next_folder(candidates: &[Candidate], last: Option<&LedgerEntry>) -> Option<u
 /// with the table and the reason. Nothing is written here.
 async fn plan_folder_load(
     target: &Target,
+    cache: &mut Option<TargetCatalog>,
     zip_path: &Path,
     folder: &str,
     meta: &crate::format::ExportMetadata,
     encoding: &'static encoding_rs::Encoding,
     config: &LoadConfig,
 ) -> Result<plan::FolderPlan> {
+    if cache.is_none() {
+        *cache = Some(TargetCatalog {
+            tables: target
+                .tables()
+                .await?
+                .into_iter()
+                .map(|t| (t.lower_name(), t))
+                .collect(),
+            owned: target.catalog_tables().await?,
+        });
+    }
+    let known = cache.as_ref().expect("just filled");
     let ctx = plan::PlanContext {
         dialect: target.dialect(),
         policy: config.schema_changes,
-        catalog: target.catalog_tables().await?,
+        catalog: known.owned.clone(),
         adopt: config.adopt_tables.clone(),
     };
-    let existing: BTreeMap<String, Table> = target
-        .tables()
-        .await?
-        .into_iter()
-        .map(|t| (t.lower_name(), t))
-        .collect();
+    let existing: BTreeMap<String, Table> = known.tables.clone();
     let dialect = target.dialect();
     let xml_keys: BTreeMap<String, Vec<String>> = meta
         .tables
