@@ -842,8 +842,8 @@ async fn run_once(
             removed,
             schema_changes: folder_plan.changes.clone(),
         });
-        if !folder_plan.ddl.is_empty() {
-            catalog_cache = None; // the folder changed the schema: read it again
+        if !folder_plan.ddl.is_empty() || !folder_plan.catalog.is_empty() {
+            catalog_cache = None; // the folder changed the schema or the catalog: read them again
         }
         events(LoadEvent::Applied(
             report.applied.last().expect("just pushed"),
