@@ -15,14 +15,15 @@ target/bench/cache). Prints a table; writes target/bench/results.json.
      a re-export overlapping what the target holds, a full resync with deletions into a full target,
      and that folder into an empty one) on SQLite and PostgreSQL targets at two sizes, one twice the
      other, with rows/s and the growth factor (time at 2x / time at 1x; target <= 2.3) and the full
-     resync beside an empty-target load of the same folder (target <= 3x).
+     resync beside an empty-target load of the same folder (target <= 3x); and the cost of one
+     15-minute folder with 15 and with 200 tables (export, load into SQLite and PostgreSQL).
 
 Knobs: BENCH_INTERACTIONS (main day, default 800000 = ~4.2M rows), BENCH_RUNS (default 3),
 BENCH_SMALL / BENCH_LARGE (interactions for the RSS days, default 210000 = ~1.1M rows and
 2000000 = ~10.4M rows; BENCH_LARGE=0 skips the large day), BENCH_SCALE_DAYS and
 BENCH_SCALE_PER_DAY (the matrix's 1x size: days of simulated history and interactions per day,
 default 4 and 20000, ~0.4M rows; 2x doubles the days; BENCH_SCALE_DAYS=31 is the month-long run),
-BENCH_ONLY=scale (the matrix alone).
+BENCH_ONLY=scale (the matrix and the cost per folder at 15 and 200 tables alone).
 """
 
 import json
@@ -278,6 +279,60 @@ def scale_matrix(work):
     return {"sizes_days": sizes, "per_day": SCALE_PER_DAY, "cases": matrix}
 
 
+def wide_source(extra):
+    """One simulated day of 2000 interactions, plus `extra` small tables with two changed rows per
+    table per audit key (a real Info Mart exports about 200 tables); SQLite, cached."""
+    os.makedirs(CACHE, exist_ok=True)
+    path = os.path.join(CACHE, f"wide_{extra}.db")
+    if not os.path.exists(path):
+        tmp = path + ".tmp"
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        run([BIN, "-q", "simulate", "--source", f"sqlite://{tmp}", "--days", "1",
+             "--interactions-per-day", "2000", "--seed", str(SEED)])
+        code = (
+            "import sqlite3,sys\n"
+            "c=sqlite3.connect(sys.argv[1]); n=int(sys.argv[2])\n"
+            "keys=[r[0] for r in c.execute('select AUDIT_KEY from CTL_AUDIT_LOG order by 1')]\n"
+            "for i in range(1,n+1):\n"
+            "    c.execute(f'create table extra_{i} (extra_{i}_key integer primary key, create_audit_key integer not null, update_audit_key integer, val varchar(50))')\n"
+            "    c.executemany(f'insert into extra_{i} values (?,?,?,?)', [(2*j+h+1,k,k,f'v{i}-{j}') for j,k in enumerate(keys) for h in range(2)])\n"
+            "c.commit()\n"
+        )
+        subprocess.run(["python3", "-c", code, tmp, str(extra)], check=True)
+        os.rename(tmp, path)
+    return path
+
+
+def table_cost(work):
+    """Cost per 15-minute folder with 15 and with 200 tables: export, load into SQLite and PostgreSQL."""
+    result = {}
+    for extra in (0, 185):
+        src = wide_source(extra)
+        out = os.path.join(work, f"wide_{extra}")
+        shutil.rmtree(out, ignore_errors=True)
+        e, _ = run([BIN, "-q", "export", "--source", f"sqlite://{src}", "--output", out,
+                    "--chunk-size", "15m", "--catch-up"])
+        folders = len([f for f in os.listdir(out) if f.startswith("export_")])
+        tdb = os.path.join(work, f"wide_{extra}.db")
+        ls, _ = ours_load(out, f"sqlite://{tdb}")
+        pg = fresh_pg_target("gim_bench_wide")
+        lp, _ = ours_load(out, pg)
+        psql("postgres", "drop database if exists gim_bench_wide")
+        result[str(15 + extra)] = {"folders": folders, "export_ms": 1000 * e / folders,
+                                   "load_sqlite_ms": 1000 * ls / folders,
+                                   "load_postgres_ms": 1000 * lp / folders}
+    return result
+
+
+def print_table_cost(c):
+    print("\ncost per 15-minute folder (target <= 150 ms with 200 tables)")
+    print(f"{'tables':>6} {'folders':>8} {'export ms':>10} {'load SQLite ms':>15} {'load PostgreSQL ms':>19}")
+    for tables, x in c.items():
+        print(f"{tables:>6} {x['folders']:>8} {x['export_ms']:>10.1f} {x['load_sqlite_ms']:>15.1f} "
+              f"{x['load_postgres_ms']:>19.1f}")
+
+
 def print_scale(m):
     a, b = m["sizes_days"]
     print(f"\nscale matrix: {a} and {b} days of {m['per_day']} interactions a day "
@@ -312,11 +367,13 @@ def main():
     if ONLY == "scale":
         try:
             results["scale"] = scale_matrix(work)
+            results["table_cost"] = table_cost(work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         with open(os.path.join(OUT_DIR, "results_scale.json"), "w") as f:
             json.dump(results, f, indent=2)
         print_scale(results["scale"])
+        print_table_cost(results["table_cost"])
         return
     try:
         db = pg_source(MAIN)
@@ -385,6 +442,7 @@ def main():
             results["rss"].append({"interactions": n, "rows": i["rows"], "export_rss_kib": e[1],
                                    "load_rss_kib": l[1], "export_s": e[0], "load_s": l[0]})
         results["scale"] = scale_matrix(work)
+        results["table_cost"] = table_cost(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -419,6 +477,7 @@ def print_table(r):
         print(f"peak RSS at {x['rows']:>11,} rows: export {x['export_rss_kib'] / 1024:.0f} MiB "
               f"({x['export_s']:.1f} s), load {x['load_rss_kib'] / 1024:.0f} MiB ({x['load_s']:.1f} s)")
     print_scale(r["scale"])
+    print_table_cost(r["table_cost"])
     print(f"\nwrote {os.path.join(OUT_DIR, 'results.json')}")
 
 
