@@ -131,6 +131,22 @@ pub struct ExportReport {
     pub chain_start_ts: Option<i64>,
 }
 
+impl ExportReport {
+    /// How the run ended, as the last-run record and `--json` say it: `stopped` (a signal),
+    /// `hook-failed`, `nothing-to-do` or `success`.
+    pub fn outcome(&self) -> &'static str {
+        if crate::signals::received().is_some() {
+            "stopped"
+        } else if !self.hook_failures.is_empty() {
+            "hook-failed"
+        } else if self.published.is_empty() {
+            "nothing-to-do"
+        } else {
+            "success"
+        }
+    }
+}
+
 /// `--reexport-last` on a directory with no exports.
 #[derive(Debug, thiserror::Error)]
 #[error("{0} holds no exports: there is nothing to re-export (run a plain export first)")]
@@ -205,30 +221,15 @@ pub struct StartDateOnExistingChain {
 pub async fn run(config: &ExportConfig) -> Result<ExportReport> {
     let started = chrono::Utc::now().timestamp();
     let clock = std::time::Instant::now();
-    let mut attempt = 0;
+    let mut retry = crate::db::Retry::new(config.max_retries, config.retry_delay_seconds);
     let result = loop {
         let result = run_job(config).await;
-        match &result {
-            Err(e)
-                if attempt < config.max_retries
-                    && crate::db::is_transient_failure(e)
-                    && !stop_requested() =>
-            {
-                let delay = config
-                    .retry_delay_seconds
-                    .saturating_mul(1 << attempt.min(16))
-                    .min(600);
-                attempt += 1;
-                warn!(
-                    attempt,
-                    of = config.max_retries,
-                    delay_seconds = delay,
-                    "transient failure, trying again: {e:#}"
-                );
-                sleep_unless_stopped(std::time::Duration::from_secs(delay)).await;
+        if let Err(e) = &result {
+            if retry.again(e).await {
+                continue;
             }
-            _ => break result,
         }
+        break result;
     };
     // A run a second signal abandoned fails with whatever the abandoned writer said: name the stop.
     let result = match result {
@@ -416,8 +417,7 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
         // The new chain's first folder is out; the run that published it died before moving the
         // replaced folders aside. Finish that, and go on from the new chain.
         if l.generation >= i.generation {
-            let moved = out.supersede(i, lock)?;
-            out.end_restart()?;
+            let moved = out.finish_restart(i, lock)?;
             info!(kind = %i.kind, generation = i.generation, moved = moved.len(), "finished an interrupted restart");
             recorded = None;
             latest = out.latest()?;
@@ -610,8 +610,7 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
             )
             .await?;
             if let Some(intent) = &restarting {
-                let moved = out.supersede(intent, lock_held)?;
-                out.end_restart()?;
+                let moved = out.finish_restart(intent, lock_held)?;
                 info!(
                     kind = %intent.kind,
                     generation = intent.generation,
@@ -627,10 +626,7 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
                 if let Err(e) = publish_hook(cmd, &published.folder).await? {
                     let mut owed = ops::read_hooks_owed(out.path());
                     owed.insert(name, e.clone());
-                    ops::write_hooks_owed(out.path(), &owed).map_err(|source| OutputError::Io {
-                        path: out.path().join(ops::HOOK_OWED_FILE),
-                        error: source,
-                    })?;
+                    ops::write_hooks_owed(out.path(), &owed)?;
                     report.warnings.push(e.clone());
                     report.hook_failures.push(e);
                 }
@@ -767,10 +763,7 @@ async fn retry_owed_hooks(
             }
         }
     }
-    ops::write_hooks_owed(out.path(), &owed).map_err(|source| OutputError::Io {
-        path: out.path().join(ops::HOOK_OWED_FILE),
-        error: source,
-    })?;
+    ops::write_hooks_owed(out.path(), &owed)?;
     Ok(())
 }
 
@@ -798,16 +791,7 @@ fn record_run(config: &ExportConfig, started: i64, seconds: f64, result: &Result
             }
             let hook_failed = !report.hook_failures.is_empty();
             LastRun {
-                result: if crate::signals::received().is_some() {
-                    "stopped"
-                } else if hook_failed {
-                    "hook-failed"
-                } else if report.published.is_empty() {
-                    "nothing-to-do"
-                } else {
-                    "success"
-                }
-                .into(),
+                result: report.outcome().into(),
                 started_at: started,
                 finished_at: now,
                 duration_seconds: seconds,
@@ -1056,18 +1040,9 @@ async fn export_window(
 /// A progress line for one table: rows so far and rows per second (rounded).
 fn table_bar(table: &str) -> indicatif::ProgressBar {
     let bar = crate::logging::bars().add(indicatif::ProgressBar::new_spinner());
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner}   {prefix:<28} {human_pos:>12} rows  {rate:>14}  {elapsed}",
-        )
-        .expect("a valid template")
-        .with_key(
-            "rate",
-            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = write!(w, "{:.0} rows/s", s.per_sec());
-            },
-        ),
-    );
+    bar.set_style(crate::logging::bar_style(
+        "{spinner}   {prefix:<28} {human_pos:>12} rows  {rate:>14}  {elapsed}",
+    ));
     bar.set_prefix(table.to_string());
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     bar
@@ -1076,10 +1051,9 @@ fn table_bar(table: &str) -> indicatif::ProgressBar {
 /// The line above the tables' lines: the folder being written and how many of its tables are done.
 fn folder_bar(folder: &str, tables: usize) -> indicatif::ProgressBar {
     let bar = crate::logging::bars().add(indicatif::ProgressBar::new(tables as u64));
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix} {pos}/{len} tables done  {elapsed}")
-            .expect("a valid template"),
-    );
+    bar.set_style(crate::logging::bar_style(
+        "{prefix} {pos}/{len} tables done  {elapsed}",
+    ));
     bar.set_prefix(folder.to_string());
     bar
 }
@@ -1117,7 +1091,7 @@ fn plan_restart(
             .map(|p| p.to_string())
     };
     let intent = |kind: RestartKind, tip: &ExportMetadata| RestartIntent {
-        carried_pending: None,
+        carried_pending: carried(tip),
         kind: kind.as_str().into(),
         generation: tip.generation + 1,
         after_audit_key: tip.hwm_to.audit_key,
@@ -1150,10 +1124,7 @@ fn plan_restart(
             replaced = folder,
             "{asked} would move aside {folder}, a full resync a receiver may not have loaded yet; the new chain starts with a full resync instead, so that the rows the source deleted are removed everywhere"
         );
-        RestartIntent {
-            carried_pending: carried(tip),
-            ..intent(RestartKind::Full, tip)
-        }
+        intent(RestartKind::Full, tip)
     };
     Ok(match (config.mode, latest) {
         (ChainMode::Continue, Some(tip)) if config.start_ts.is_some() => {
@@ -1175,7 +1146,6 @@ fn plan_restart(
             Some(full) => Some(as_full_resync(tip, &full, "--restart")),
             None => Some(RestartIntent {
                 start_ts: config.start_ts,
-                carried_pending: carried(tip),
                 ..intent(RestartKind::Restart, tip)
             }),
         },
@@ -1215,10 +1185,7 @@ fn plan_restart(
                 ..intent(RestartKind::Reexport, tip)
             })
         }
-        (ChainMode::FullResync, Some(tip)) => Some(RestartIntent {
-            carried_pending: carried(tip),
-            ..intent(RestartKind::Full, tip)
-        }),
+        (ChainMode::FullResync, Some(tip)) => Some(intent(RestartKind::Full, tip)),
         // On an empty directory too: the receiver is told to drop what the source no longer has.
         (ChainMode::FullResync, None) => Some(RestartIntent {
             kind: RestartKind::Full.as_str().into(),

@@ -81,6 +81,18 @@ pub fn bars() -> &'static indicatif::MultiProgress {
     BARS.get_or_init(indicatif::MultiProgress::new)
 }
 
+/// A bar style from `template`, where `{rate}` is rows per second, rounded (`1234 rows/s`).
+pub fn bar_style(template: &str) -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(template)
+        .expect("a valid template")
+        .with_key(
+            "rate",
+            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} rows/s", s.per_sec());
+            },
+        )
+}
+
 /// Progress bars are drawn on a terminal with human logs, unless `--quiet` or `GIM_EXPORT_PROGRESS=0`.
 pub fn progress_enabled() -> bool {
     PROGRESS.load(Ordering::Relaxed)

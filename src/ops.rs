@@ -119,16 +119,19 @@ pub fn read_hooks_owed(dir: &Path) -> HooksOwed {
 }
 
 /// Records the folders still owed a successful hook (removes the record when none is).
-pub fn write_hooks_owed(dir: &Path, owed: &HooksOwed) -> std::io::Result<()> {
+pub fn write_hooks_owed(dir: &Path, owed: &HooksOwed) -> Result<(), OutputError> {
     let path = dir.join(HOOK_OWED_FILE);
-    if owed.is_empty() {
-        return match fs::remove_file(&path) {
+    let written = if owed.is_empty() {
+        match fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
-        };
-    }
-    let text = serde_json::to_string_pretty(owed).map_err(std::io::Error::other)?;
-    package::replace_file(&path, text.as_bytes())
+        }
+    } else {
+        serde_json::to_string_pretty(owed)
+            .map_err(std::io::Error::other)
+            .and_then(|text| package::replace_file(&path, text.as_bytes()))
+    };
+    written.map_err(|error| OutputError::Io { path, error })
 }
 
 /// Runs `--on-publish`: `sh -c CMD` with the folder's path as `$1` and in `GIM_EXPORT_FOLDER`.

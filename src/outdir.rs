@@ -250,6 +250,18 @@ impl OutputDir {
         fs::rename(dir, &to).map_err(io_at(&to))
     }
 
+    /// The new chain's first folder is published: move the replaced folders aside and forget the
+    /// restart. Returns the folders moved.
+    pub fn finish_restart(
+        &self,
+        intent: &RestartIntent,
+        lock: &OutputLock,
+    ) -> Result<Vec<String>, OutputError> {
+        let moved = self.supersede(intent, lock)?;
+        self.end_restart()?;
+        Ok(moved)
+    }
+
     /// The first export of the new chain is published: the restart is done.
     pub fn end_restart(&self) -> Result<(), OutputError> {
         let p = self.path.join(RESTART_FILE);

@@ -173,39 +173,6 @@ fn keys_of(target: &str, out: &Path, settled: &BTreeSet<i64>) -> AuditKeySet {
     keys
 }
 
-/// Rows of a query as text (SQLite or PostgreSQL).
-fn query_rows(url: &str, sql: &str) -> Vec<Vec<String>> {
-    if url.starts_with("sqlite") {
-        runtime().block_on(async {
-            use sqlx::Row;
-            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
-            let rows = sqlx::query(sql).fetch_all(&pool).await.unwrap();
-            let out = rows
-                .iter()
-                .map(|r| {
-                    (0..r.len())
-                        .map(|i| {
-                            r.try_get::<String, _>(i)
-                                .or_else(|_| r.try_get::<i64, _>(i).map(|v| v.to_string()))
-                                .unwrap_or_default()
-                        })
-                        .collect()
-                })
-                .collect();
-            pool.close().await;
-            out
-        })
-    } else {
-        let db = url.rsplit('/').next().unwrap();
-        let o = psql(db, &format!("COPY ({sql}) TO STDOUT"));
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .map(|l| l.split('\t').map(String::from).collect())
-            .collect()
-    }
-}
-
 /// The receiver holds exactly the source rows of `keys`: a row created or changed by one of them is
 /// there, with the source's values when its newest change is one of them; no other row is.
 fn check_receiver(w: &Workdir, walk: &Walk, src: &str, r: &Receiver, keys: &AuditKeySet) -> usize {
@@ -352,12 +319,13 @@ fn walk(seed: u64, steps: usize) -> usize {
                     kill,
                 );
                 if code == Some(0) {
+                    // Every row of every table: nothing is missed any more.
                     needs_full = false;
                     narrowed = false;
                 }
             }
             73..=79 => {
-                let code = step(
+                step(
                     &w,
                     &mut walk,
                     &[
@@ -372,14 +340,9 @@ fn walk(seed: u64, steps: usize) -> usize {
                     &[0, 2, 3],
                     kill,
                 );
-                // A new chain of every table: what a narrowed selection missed needs a full resync.
-                if code == Some(0) && narrowed {
-                    narrowed = false;
-                    needs_full = true;
-                }
             }
             80..=85 => {
-                let code = step(
+                step(
                     &w,
                     &mut walk,
                     &[
@@ -394,14 +357,10 @@ fn walk(seed: u64, steps: usize) -> usize {
                     &[0, 3],
                     kill,
                 );
-                if code == Some(0) && narrowed {
-                    narrowed = false;
-                    needs_full = true;
-                }
             }
             86..=91 => {
                 // A backfill from a later date: the chain owes the old chain's in-flight keys.
-                let code = step(
+                step(
                     &w,
                     &mut walk,
                     &[
@@ -418,10 +377,6 @@ fn walk(seed: u64, steps: usize) -> usize {
                     &[0, 2, 3],
                     kill,
                 );
-                if code == Some(0) && narrowed {
-                    narrowed = false;
-                    needs_full = true;
-                }
             }
             _ => {
                 // The selection narrows, or widens back (which needs a full resync to fill in).
@@ -439,7 +394,8 @@ fn walk(seed: u64, steps: usize) -> usize {
                 step(&w, &mut walk, &args, &[0, 3], kill);
             }
         }
-        // The chain's selection is what its newest folder says (a killed run may have published).
+        // The chain's selection is what its newest folder says (a killed run may have published;
+        // a restart or re-export of every table widens it): widening needs a full resync.
         let now = chain_narrowed(&w.join("out"));
         if narrowed && !now {
             needs_full = true;

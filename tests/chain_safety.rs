@@ -34,6 +34,32 @@ fn status_json(w: &Workdir, src: &str) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
+/// Records a restart as an interrupted run would have left it in `out`.
+fn write_intent(
+    w: &Workdir,
+    kind: &str,
+    generation: u32,
+    after: gim_export::audit::HighWaterMark,
+    superseded_dir: &str,
+) {
+    let intent = gim_export::outdir::RestartIntent {
+        kind: kind.into(),
+        generation,
+        after_audit_key: after.audit_key,
+        after_created_ts: after.created_ts,
+        start_ts: None,
+        keep_through: None,
+        boundary_xml: None,
+        superseded_dir: superseded_dir.into(),
+        carried_pending: None,
+    };
+    fs::write(
+        w.join("out").join(gim_export::outdir::RESTART_FILE),
+        serde_json::to_string(&intent).unwrap(),
+    )
+    .unwrap();
+}
+
 #[test]
 fn two_full_resyncs_in_one_second_do_not_block_the_output_directory() {
     // Regression: the second one failed with "superseded-<second>/export_...: Directory not
@@ -83,34 +109,11 @@ fn an_interrupted_restart_into_a_taken_name_is_finished_by_the_next_run() {
     let tip = export_folders(&w.join("out")).pop().unwrap();
     fs::create_dir_all(w.join("out").join(&taken).join(&tip)).unwrap();
     fs::write(w.join("out").join(&taken).join(&tip).join("x"), "x").unwrap();
-    let xml = fs::read_to_string(
-        w.join("out")
-            .join(&tip)
-            .join(format!("{tip}.extracted.xml")),
-    )
-    .unwrap();
-    let hwm = xml.split("<hwm-to ").nth(1).unwrap();
-    let attr = |name: &str| -> i64 {
-        hwm.split(&format!("{name}=\""))
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let intent = serde_json::json!({
-        "kind": "full-resync",
-        "generation": 2,
-        "after_audit_key": attr("audit-key"),
-        "after_created_ts": attr("created-ts"),
-        "start_ts": null,
-        "keep_through": null,
-        "boundary_xml": null,
-        "superseded_dir": taken,
-    });
-    fs::write(w.join("out/.gim-export.restart.json"), intent.to_string()).unwrap();
+    let name = gim_export::format::ExportName::parse(&tip).unwrap();
+    let hwm = gim_export::outdir::read_meta(&w.join("out").join(&tip), &name)
+        .unwrap()
+        .hwm_to;
+    write_intent(&w, "full-resync", 2, hwm, &taken);
     let v = status_json(&w, &src);
     assert!(
         v["restart_under_way"]
@@ -130,14 +133,11 @@ fn status_says_when_the_directory_is_blocked_why_and_what_to_run() {
     let (src, _) = set_up(&w);
     // A restart whose folders cannot be moved aside (its superseded directory is a file).
     fs::write(w.join("out/superseded-blocker"), "not a directory").unwrap();
-    let tip = export_folders(&w.join("out")).pop().unwrap();
-    let _ = tip;
-    let intent = serde_json::json!({
-        "kind": "restart", "generation": 1, "after_audit_key": 193, "after_created_ts": 0,
-        "start_ts": null, "keep_through": null, "boundary_xml": null,
-        "superseded_dir": "superseded-blocker",
-    });
-    fs::write(w.join("out/.gim-export.restart.json"), intent.to_string()).unwrap();
+    let after = gim_export::audit::HighWaterMark {
+        audit_key: 193,
+        created_ts: 0,
+    };
+    write_intent(&w, "restart", 1, after, "superseded-blocker");
     w.run_code(
         &mut w.command(&["export", "--source", &src, "-o", "out"]),
         7,

@@ -2,28 +2,11 @@
 //! cleanly on SIGTERM; transient database failures are tried again, permanent ones are not.
 
 use std::fs::File;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gim_export::verify::check_folder;
 
 use crate::harness::*;
-
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn sigterm(pid: u32) {
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
-}
 
 #[test]
 fn follow_mode_picks_up_new_keys_and_stops_on_sigterm() {
@@ -44,7 +27,7 @@ fn follow_mode_picks_up_new_keys_and_stops_on_sigterm() {
     wait_for("the new day's export", Duration::from_secs(60), || {
         export_folders(&w.join("out")).len() > caught_up
     });
-    sigterm(child.id());
+    kill("-TERM", child.id());
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -84,7 +67,7 @@ fn sigterm_during_an_export_finishes_it_and_leaves_no_partial_folder() {
     wait_for("the export to start", Duration::from_secs(60), || {
         File::open(&lock).is_ok_and(|f| f.try_lock_shared().is_err())
     });
-    sigterm(child.id());
+    kill("-TERM", child.id());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     let folders = export_folders(&w.join("out"));

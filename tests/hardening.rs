@@ -3,38 +3,11 @@
 //! results that never reached stdout, a load that created a schema for nothing.
 
 use std::fs::{self, File};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gim_export::verify::check_folder;
 
 use crate::harness::*;
-
-fn age(path: &std::path::Path, days: u32) {
-    let ok = Command::new("touch")
-        .arg("-d")
-        .arg(format!("{days} days ago"))
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn kill(signal: &str, pid: u32) {
-    assert!(Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
-}
 
 fn last_run(w: &Workdir) -> serde_json::Value {
     serde_json::from_str(&fs::read_to_string(w.join("out/.gim-export.last-run.json")).unwrap())

@@ -420,6 +420,39 @@ pub fn exec_sql(url: &str, sql: &str) {
     }
 }
 
+/// Rows of a query as text (SQLite or PostgreSQL).
+pub fn query_rows(url: &str, sql: &str) -> Vec<Vec<String>> {
+    if url.starts_with("sqlite") {
+        runtime().block_on(async {
+            use sqlx::Row;
+            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+            let rows = sqlx::query(sql).fetch_all(&pool).await.unwrap();
+            let out = rows
+                .iter()
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| {
+                            r.try_get::<String, _>(i)
+                                .or_else(|_| r.try_get::<i64, _>(i).map(|v| v.to_string()))
+                                .unwrap_or_default()
+                        })
+                        .collect()
+                })
+                .collect();
+            pool.close().await;
+            out
+        })
+    } else {
+        let db = url.rsplit('/').next().unwrap();
+        let o = psql(db, &format!("COPY ({sql}) TO STDOUT"));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| l.split('\t').map(String::from).collect())
+            .collect()
+    }
+}
+
 /// One value from a SQLite or PostgreSQL database, as text ("" for no row or NULL).
 pub fn query_one(url: &str, sql: &str) -> String {
     if url.starts_with("sqlite") {
@@ -502,4 +535,36 @@ pub fn copy_dir(from: &Path, to: &Path) {
         let e = e.unwrap();
         fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
+}
+
+/// Sets a path's modification time `days` days back (retention tests).
+pub fn age(path: &Path, days: u32) {
+    let ok = Command::new("touch")
+        .arg("-d")
+        .arg(format!("{days} days ago"))
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// Polls `done` every 20 ms until it holds, failing the test after `limit`.
+pub fn wait_for(what: &str, limit: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Sends `signal` (`-TERM`, `-INT`, ...) to a process.
+pub fn kill(signal: &str, pid: u32) {
+    assert!(Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
 }

@@ -147,16 +147,6 @@ fn include_and_exclude_select_tables() {
     );
 }
 
-fn age(path: &std::path::Path, days: u32) {
-    let ok = Command::new("touch")
-        .arg("-d")
-        .arg(format!("{days} days ago"))
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
 #[test]
 fn retention_removes_only_old_complete_folders() {
     let w = Workdir::new("retention");

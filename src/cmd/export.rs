@@ -265,18 +265,15 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             r
         );
     }
-    let code = match report.published.last() {
+    match report.published.last() {
         Some(last) => {
             println!(
                 "exported {} folder(s), {} rows; chain at audit key {}, max-data-ts {}",
                 report.published.len(),
                 rows,
                 last.meta.hwm_to.audit_key,
-                chrono::DateTime::from_timestamp(last.meta.max_data_ts, 0)
-                    .map(|t| t.to_rfc3339())
-                    .unwrap_or_default()
+                export::iso(last.meta.max_data_ts)
             );
-            ExitCode::Success
         }
         None => {
             println!(
@@ -296,43 +293,37 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                     export::iso(start)
                 );
             }
-            idle
         }
-    };
-    if crate::signals::received().is_some() {
-        let stopped = crate::signals::stopped(
-            "the export stopped after the folder in progress; run again to go on",
-        );
-        println!("{stopped}");
-        return Ok(stopped.exit_code());
     }
-    if !report.hook_failures.is_empty() {
-        println!(
+    match report.outcome() {
+        "stopped" => println!(
+            "{}",
+            crate::signals::stopped(
+                "the export stopped after the folder in progress; run again to go on"
+            )
+        ),
+        "hook-failed" => println!(
             "--on-publish failed for {} folder(s); they stay published, retention keeps them, and the next run runs the hook for them again",
             report.hook_failures.len()
-        );
-        return Ok(ExitCode::HookFailed);
+        ),
+        _ => {}
     }
-    Ok(code)
+    Ok(exit_code(&report, idle))
 }
 
-/// The exit code and outcome of a run that returned a report.
-fn outcome(report: &ExportReport, idle: ExitCode) -> (ExitCode, &'static str) {
-    if crate::signals::received().is_some() {
-        let code = crate::signals::stopped("").exit_code();
-        (code, "stopped")
-    } else if !report.hook_failures.is_empty() {
-        (ExitCode::HookFailed, "hook-failed")
-    } else if report.published.is_empty() {
-        (idle, "nothing-to-do")
-    } else {
-        (ExitCode::Success, "success")
+/// The exit code of a run that returned a report.
+fn exit_code(report: &ExportReport, idle: ExitCode) -> ExitCode {
+    match report.outcome() {
+        "stopped" => crate::signals::stopped("").exit_code(),
+        "hook-failed" => ExitCode::HookFailed,
+        "nothing-to-do" => idle,
+        _ => ExitCode::Success,
     }
 }
 
 /// `--json`: the run as one JSON object on stdout.
 fn print_json(report: &ExportReport, seconds: f64, idle: ExitCode) -> ExitCode {
-    let (code, outcome) = outcome(report, idle);
+    let (code, outcome) = (exit_code(report, idle), report.outcome());
     let folders: Vec<serde_json::Value> = report
         .published
         .iter()

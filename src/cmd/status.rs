@@ -9,6 +9,7 @@ use serde_json::json;
 use super::parse_url;
 use crate::db::Source;
 use crate::exit::ExitCode;
+use crate::export::iso;
 use crate::ops;
 use crate::outdir::{OutputDir, LOCK_FILE};
 
@@ -30,12 +31,6 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
-}
-
-fn iso(ts: i64) -> String {
-    chrono::DateTime::from_timestamp(ts, 0)
-        .map(|t| t.to_rfc3339())
-        .unwrap_or_default()
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {

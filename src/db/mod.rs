@@ -213,6 +213,45 @@ impl DbError {
 
 /// Connection failures, timeouts, and PostgreSQL's connection-exception (08), operator-intervention
 /// (57P01-57P03), serialization (40001), deadlock (40P01) and too-many-connections (53300) states.
+/// `--max-retries` / `--retry-delay`: how a run tries again after a transient database failure.
+pub struct Retry {
+    max: u32,
+    first_delay_seconds: u64,
+    attempt: u32,
+}
+
+impl Retry {
+    pub fn new(max: u32, first_delay_seconds: u64) -> Retry {
+        Retry {
+            max,
+            first_delay_seconds,
+            attempt: 0,
+        }
+    }
+
+    /// Whether `e` is worth another try: a transient failure, tries left, no stop asked for. If so,
+    /// says so and waits (the first delay, doubled each time, at most 10 minutes).
+    pub async fn again(&mut self, e: &anyhow::Error) -> bool {
+        if self.attempt >= self.max || !is_transient_failure(e) || crate::signals::stop_requested()
+        {
+            return false;
+        }
+        let delay = self
+            .first_delay_seconds
+            .saturating_mul(1 << self.attempt.min(16))
+            .min(600);
+        self.attempt += 1;
+        tracing::warn!(
+            attempt = self.attempt,
+            of = self.max,
+            delay_seconds = delay,
+            "transient failure, trying again: {e:#}"
+        );
+        crate::signals::sleep_unless_stopped(std::time::Duration::from_secs(delay)).await;
+        true
+    }
+}
+
 /// A failure that may pass when tried again: a transient database error anywhere in its chain.
 pub fn is_transient_failure(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {

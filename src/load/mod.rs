@@ -468,20 +468,11 @@ pub(crate) mod progress {
             indicatif::ProgressBar::new_spinner()
         });
         let template = if total_rows > 0 {
-            "{spinner} {prefix} {msg:<26} {human_pos:>11}/{human_len} rows {per_sec:>12} eta {eta}"
+            "{spinner} {prefix} {msg:<26} {human_pos:>11}/{human_len} rows {rate:>12} eta {eta}"
         } else {
-            "{spinner} {prefix} {msg:<26} {human_pos:>11} rows {per_sec:>12} {elapsed}"
+            "{spinner} {prefix} {msg:<26} {human_pos:>11} rows {rate:>12} {elapsed}"
         };
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(template)
-                .expect("a valid template")
-                .with_key(
-                    "per_sec",
-                    |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                        let _ = write!(w, "{:.0} rows/s", s.per_sec());
-                    },
-                ),
-        );
+        bar.set_style(crate::logging::bar_style(template));
         bar.set_prefix(folder.to_string());
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
         if let Ok(mut b) = BAR.lock() {
@@ -535,7 +526,7 @@ pub async fn run(
     config: &LoadConfig,
     events: &mut (dyn FnMut(LoadEvent<'_>) + Send),
 ) -> Result<LoadReport> {
-    let mut attempt = 0;
+    let mut retry = crate::db::Retry::new(config.max_retries, config.retry_delay_seconds);
     let mut report = LoadReport::default();
     loop {
         // Folders committed by an earlier attempt are in the ledger now: not "already applied".
@@ -546,25 +537,11 @@ pub async fn run(
                 report.already_applied = report.already_applied.saturating_sub(applied_before);
                 return Ok(report);
             }
-            Err(e)
-                if attempt < config.max_retries
-                    && crate::db::is_transient_failure(&e)
-                    && !crate::signals::stop_requested() =>
-            {
-                let delay = config
-                    .retry_delay_seconds
-                    .saturating_mul(1 << attempt.min(16))
-                    .min(600);
-                attempt += 1;
-                warn!(
-                    attempt,
-                    of = config.max_retries,
-                    delay_seconds = delay,
-                    "transient failure, trying again: {e:#}"
-                );
-                crate::signals::sleep_unless_stopped(std::time::Duration::from_secs(delay)).await;
+            Err(e) => {
+                if !retry.again(&e).await {
+                    return Err(e);
+                }
             }
-            Err(e) => return Err(e),
         }
     }
 }
