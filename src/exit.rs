@@ -49,7 +49,8 @@ Exit codes:
   8  export: published, but --on-publish failed (the folder is kept and the hook retried next run)
 130  stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM: the folder in progress was finished, or
      abandoned at a second signal, and the run recorded; run again to go on. With --every a stop
-     is the normal end: 0";
+     is the normal end: 0
+141  stdout was closed by its reader (`| head`): results stopped there, as with SIGPIPE";
 
 impl ExitCode {
     /// The code for an error: the first error in its chain that has a meaning of its own.

@@ -6,6 +6,20 @@
 //! [`export`] runs the job, [`verify`] checks folders as a receiver would, [`simulate`] makes a
 //! source Info Mart to practise on.
 
+/// `println!` for results on stdout. A reader that closed stdout (`gim-export status | head -3`) ends
+/// the program quietly with 141, as a shell reports SIGPIPE, instead of a panic; the process keeps
+/// ignoring SIGPIPE so that a vanished database peer stays an error, not a death.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        if let Err(e) = writeln!(stdout, $($arg)*).and_then(|()| stdout.flush()) {
+            $crate::logging::stdout_failed(e);
+        }
+    }};
+}
+
 pub mod audit;
 pub mod cmd;
 pub mod config;

@@ -19,10 +19,20 @@ pub fn json_summary() -> bool {
     SUMMARY.load(Ordering::Relaxed) != 0
 }
 
+/// A failed write of results to stdout: a closed pipe ends the program quietly (exit 141); any other
+/// failure is reported on stderr (exit 7).
+pub fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    eprintln!("gim-export: error: writing results to stdout: {e}");
+    std::process::exit(crate::exit::ExitCode::Io as i32);
+}
+
 /// Prints the command's JSON summary on stdout, once.
 pub fn print_json_summary(value: &serde_json::Value) {
     if SUMMARY.swap(2, Ordering::Relaxed) != 2 {
-        println!("{value}");
+        crate::out!("{value}");
     }
 }
 static JSON: AtomicBool = AtomicBool::new(false);

@@ -876,3 +876,22 @@ fn verbose_logs_what_a_user_debugging_a_run_needs() {
         "{err}"
     );
 }
+
+#[test]
+fn a_closed_stdout_ends_the_program_quietly_instead_of_a_panic() {
+    // Regression: `gim-export status | head -1` panicked with "failed printing to stdout: Broken
+    // pipe" and a backtrace.
+    let w = Workdir::new("broken-pipe");
+    let src = w.sqlite_url("im.db");
+    simulate(&w, &src, 1, 20, 21);
+    w.run(&["export", "--source", &src, "--output", "out"]);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = w
+        .command(&["status", "--output", "out", "--source", &src])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(141), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}

@@ -42,10 +42,10 @@ struct Checks {
 
 impl Checks {
     fn ok(&self, what: &str) {
-        println!("ok    {what}");
+        crate::out!("ok    {what}");
     }
     fn fail(&mut self, code: ExitCode, what: &str) {
-        println!("FAIL  {what}");
+        crate::out!("FAIL  {what}");
         if self.code == ExitCode::Success {
             self.code = code;
         }
@@ -91,7 +91,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             Err(e) => c.fail(ExitCode::Io, &format!("input {}: {e:#}", dir.display())),
         }
     }
-    println!(
+    crate::out!(
         "{}",
         if c.code == ExitCode::Success {
             "every check passed"

@@ -258,7 +258,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         .sum();
     for p in &report.published {
         let r: u64 = p.meta.tables.iter().map(|t| t.rows).sum();
-        println!(
+        crate::out!(
             "published {} tables={} rows={}",
             p.folder.display(),
             p.meta.tables.len(),
@@ -267,7 +267,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     }
     match report.published.last() {
         Some(last) => {
-            println!(
+            crate::out!(
                 "exported {} folder(s), {} rows; chain at audit key {}, max-data-ts {}",
                 report.published.len(),
                 rows,
@@ -276,7 +276,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             );
         }
         None => {
-            println!(
+            crate::out!(
                 "nothing to export: no newly settled audit keys{}",
                 if report.waiting > 0 {
                     format!(
@@ -288,7 +288,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 }
             );
             if let (n @ 1.., Some(start)) = (report.before_start, report.chain_start_ts) {
-                println!(
+                crate::out!(
                     "note: {n} settled audit key(s) hold data from before this chain's start date ({}): this chain never exports them; to include them, start a new chain with export --restart --start-date (an earlier date)",
                     export::iso(start)
                 );
@@ -296,13 +296,13 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         }
     }
     match report.outcome() {
-        "stopped" => println!(
+        "stopped" => crate::out!(
             "{}",
             crate::signals::stopped(
                 "the export stopped after the folder in progress; run again to go on"
             )
         ),
-        "hook-failed" => println!(
+        "hook-failed" => crate::out!(
             "--on-publish failed for {} folder(s); they stay published, retention keeps them, and the next run runs the hook for them again",
             report.hook_failures.len()
         ),
@@ -366,21 +366,21 @@ fn print_json(report: &ExportReport, seconds: f64, idle: ExitCode) -> ExitCode {
 fn print_plan(report: &ExportReport) -> ExitCode {
     for p in &report.planned {
         let total: i64 = p.rows.values().sum();
-        println!(
+        crate::out!(
             "would publish {} (audit keys {}, pending {}) rows={total}",
             p.name.folder(),
             p.window.keys,
             p.window.pending
         );
         for (table, rows) in p.rows.iter().filter(|(_, r)| **r > 0) {
-            println!("  {table:<28} {rows:>10}");
+            crate::out!("  {table:<28} {rows:>10}");
         }
     }
     if report.planned.is_empty() {
-        println!("dry run: nothing to export");
+        crate::out!("dry run: nothing to export");
         ExitCode::NothingToDo
     } else {
-        println!(
+        crate::out!(
             "dry run: {} export(s) planned, nothing written",
             report.planned.len()
         );
@@ -398,7 +398,7 @@ async fn follow(config: &ExportConfig, every: i64) -> Result<ExitCode> {
             Ok(report) => {
                 for p in &report.published {
                     let r: u64 = p.meta.tables.iter().map(|t| t.rows).sum();
-                    println!(
+                    crate::out!(
                         "published {} tables={} rows={r}",
                         p.folder.display(),
                         p.meta.tables.len()

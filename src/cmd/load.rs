@@ -150,7 +150,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 "applied": [],
             }));
         } else {
-            println!("{note}");
+            crate::out!("{note}");
         }
         return Ok(ExitCode::NothingToDo);
     }
@@ -193,13 +193,13 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         return Ok(code);
     }
     if !report.superseded.is_empty() {
-        println!(
+        crate::out!(
             "skipped {} folder(s) of a chain that a restart replaced",
             report.superseded.len()
         );
     }
     let rows: u64 = report.applied.iter().flat_map(|a| a.rows.values()).sum();
-    println!(
+    crate::out!(
         "loaded {} folder(s), {} rows into {}; {} already applied",
         report.applied.len(),
         rows,
@@ -220,7 +220,7 @@ fn print_event(event: LoadEvent<'_>) {
                 .filter_map(|m| m.strip_prefix("created table "))
                 .collect();
             if !created.is_empty() {
-                println!(
+                crate::out!(
                     "migrated created {} table(s) of the GIM model: {}",
                     created.len(),
                     created.join(", ")
@@ -230,15 +230,15 @@ fn print_event(event: LoadEvent<'_>) {
                 .iter()
                 .filter(|m| !m.starts_with("created table "))
             {
-                println!("migrated {m}");
+                crate::out!("migrated {m}");
             }
         }
         LoadEvent::Applied(a) => {
             for c in &a.schema_changes {
-                println!("schema change in {}: {c}", a.folder);
+                crate::out!("schema change in {}: {c}", a.folder);
             }
             let removed: u64 = a.removed.values().sum();
-            println!(
+            crate::out!(
                 "applied {} tables={} rows={}{}",
                 a.folder,
                 a.rows.len(),

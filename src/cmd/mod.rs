@@ -244,7 +244,7 @@ fn print_config(show_secrets: bool) -> anyhow::Result<ExitCode> {
     walk(&<Cli as clap::CommandFactory>::command(), &mut defaults);
     // A TOML file that --config reads back: every key named after its flag, a comment saying where
     // its value comes from; settings with no value are commented out.
-    println!("# gim-export settings: flags > GIM_EXPORT_* environment > this file > defaults");
+    crate::out!("# gim-export settings: flags > GIM_EXPORT_* environment > this file > defaults");
     for (env, flag) in crate::config::known_settings() {
         if flag == "config" {
             continue;
@@ -273,7 +273,7 @@ fn print_config(show_secrets: bool) -> anyhow::Result<ExitCode> {
                 None => format!("# {flag} = (not set)"),
             }
         };
-        println!("{line:<60} # {env}, from {origin}");
+        crate::out!("{line:<60} # {env}, from {origin}");
     }
     Ok(ExitCode::Success)
 }

@@ -77,7 +77,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             return Err(e);
         }
     };
-    println!(
+    crate::out!(
         "simulated {} day(s) from {} into {}: audit keys {}..{}, {} rows inserted, {} updated, in flight: {:?} ({:.1}s)",
         report.days,
         chrono::DateTime::from_timestamp(report.first_day, 0)

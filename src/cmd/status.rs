@@ -41,7 +41,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             args.output.display()
         );
         if args.json {
-            println!(
+            crate::out!(
                 "{}",
                 serde_json::to_string_pretty(&json!({
                     "state": "No output directory",
@@ -50,8 +50,8 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 }))?
             );
         } else {
-            println!("state:        No output directory");
-            println!("output:       {msg}");
+            crate::out!("state:        No output directory");
+            crate::out!("output:       {msg}");
         }
         return Ok(ExitCode::Config);
     }
@@ -182,42 +182,42 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             "blocked": blocked,
             "restart_under_way": restart_note,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::Success);
     }
-    println!(
+    crate::out!(
         "state:        {state}{}",
         holder.map(|h| format!(" ({h})")).unwrap_or_default()
     );
-    println!("output:       {}", args.output.display());
+    crate::out!("output:       {}", args.output.display());
     if let Some(b) = &blocked {
-        println!("blocked:      {b}");
+        crate::out!("blocked:      {b}");
     }
     if let Some(r) = &restart_note {
-        println!("restart:      {r}");
+        crate::out!("restart:      {r}");
     }
     match &url {
-        Some(u) => println!("source:       {u} (from {source_origin})"),
-        None => println!("source:       not given"),
+        Some(u) => crate::out!("source:       {u} (from {source_origin})"),
+        None => crate::out!("source:       not given"),
     }
     match &latest {
         Some(m) => {
-            println!("last folder:  {}", m.name().folder());
-            println!(
+            crate::out!("last folder:  {}", m.name().folder());
+            crate::out!(
                 "hwm:          audit key {} (created {})",
                 m.hwm_to.audit_key,
                 iso(m.hwm_to.created_ts)
             );
-            println!("max-data-ts:  {}", iso(m.max_data_ts));
+            crate::out!("max-data-ts:  {}", iso(m.max_data_ts));
             if let Some(p) = m.pending_audit_keys.as_ref().filter(|p| !p.is_empty()) {
-                println!("pending keys: {p}");
+                crate::out!("pending keys: {p}");
             }
         }
-        None => println!("last folder:  none yet (no export in this directory)"),
+        None => crate::out!("last folder:  none yet (no export in this directory)"),
     }
     match (&source_error, behind_keys) {
-        (Some(e), _) => println!("behind:       unknown: {e}"),
-        (None, Some(k)) => println!(
+        (Some(e), _) => crate::out!("behind:       unknown: {e}"),
+        (None, Some(k)) => crate::out!(
             "behind:       {k} settled audit key(s){}",
             behind_seconds
                 .map(|s| format!(", {s} s of data"))
@@ -226,13 +226,13 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         _ => {}
     }
     if let (n @ 1.., Some(start)) = (before_start, chain_start) {
-        println!(
+        crate::out!(
             "before start: {n} settled audit key(s) hold data from before the chain's start date ({}): this chain never exports them (export --restart --start-date EARLIER to include them)",
             iso(start)
         );
     }
     match last_run {
-        Some(r) => println!(
+        Some(r) => crate::out!(
             "last run:     {} at {}: {} folder(s), {} rows{}{}",
             r.result,
             iso(r.finished_at),
@@ -245,7 +245,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 format!("; warnings: {}", r.warnings.join("; "))
             }
         ),
-        None => println!("last run:     none recorded"),
+        None => crate::out!("last run:     none recorded"),
     }
     Ok(ExitCode::Success)
 }

@@ -35,7 +35,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         None => {
             let dialect = dialect
                 .ok_or_else(|| ConfigError("--dialect is required to print the script".into()))?;
-            print!("{}", target::script(dialect));
+            crate::out!("{}", target::script(dialect).trim_end_matches('\n'));
         }
         Some(url) => {
             let url = parse_url("--target", &url)?;
@@ -48,9 +48,9 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             let target = Target::connect(&url).await?;
             let changes = target.ensure_schema().await?;
             for c in &changes {
-                println!("{c}");
+                crate::out!("{c}");
             }
-            println!(
+            crate::out!(
                 "target schema of {url} is up to date ({} change(s))",
                 changes.len()
             );

@@ -76,16 +76,16 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     for c in &checks {
         if c.is_ok() {
             let rows: u64 = c.rows.values().sum();
-            println!("OK    {}  tables={} rows={rows}", c.folder, c.rows.len());
+            crate::out!("OK    {}  tables={} rows={rows}", c.folder, c.rows.len());
         } else {
             for p in &c.problems {
-                println!("FAIL  {}  {p}", c.folder);
+                crate::out!("FAIL  {}  {p}", c.folder);
             }
             problems += c.problems.len();
         }
     }
     if checks.is_empty() {
-        println!("FAIL  {}  no export folders found", args.input.display());
+        crate::out!("FAIL  {}  no export folders found", args.input.display());
         problems += 1;
     }
     if problems > 0 {
@@ -101,10 +101,10 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             *totals.entry(table.as_str()).or_default() += rows;
         }
     }
-    println!("rows per table across these folders:");
+    crate::out!("rows per table across these folders:");
     for (table, rows) in &totals {
-        println!("  {table:<28} {rows:>10}");
+        crate::out!("  {table:<28} {rows:>10}");
     }
-    println!("verified {} folder(s): all checks passed", checks.len());
+    crate::out!("verified {} folder(s): all checks passed", checks.len());
     Ok(ExitCode::Success)
 }
