@@ -6,6 +6,7 @@
 
 pub mod plan;
 pub mod postgres;
+pub mod small;
 pub mod sqlite;
 
 pub use plan::{SchemaPolicy, TablePlan};
@@ -271,6 +272,22 @@ pub fn merge_sql(plan: &TablePlan, stage: &str, dedupe: bool, row_order: &str) -
         Some(v) => format!("{} DESC, {row_order} DESC", quote_ident(v)),
         None => format!("{row_order} DESC"),
     };
+    let source = if dedupe {
+        format!("SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {pk} ORDER BY {order}) AS gx_rn FROM {stage}) gx WHERE gx_rn = 1")
+    } else {
+        // `WHERE true` keeps SQLite's parser from reading ON CONFLICT as a join clause.
+        format!("SELECT {cols} FROM {stage} WHERE true")
+    };
+    upsert_sql(plan, &source)
+}
+
+/// `INSERT INTO table (columns) <source> ON CONFLICT (key) DO UPDATE ...`: the upsert every merge ends
+/// in, from a `SELECT` of a stage or from `VALUES`.
+fn upsert_sql(plan: &TablePlan, source: &str) -> String {
+    let q: Vec<String> = plan.columns.iter().map(|c| quote_ident(c)).collect();
+    let cols = q.join(", ");
+    let pk: Vec<String> = plan.primary_key.iter().map(|c| quote_ident(c)).collect();
+    let pk = pk.join(", ");
     let updates: Vec<String> = plan
         .columns
         .iter()
@@ -282,16 +299,42 @@ pub fn merge_sql(plan: &TablePlan, stage: &str, dedupe: bool, row_order: &str) -
     } else {
         format!("DO UPDATE SET {}", updates.join(", "))
     };
-    let source = if dedupe {
-        format!("(SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {pk} ORDER BY {order}) AS gx_rn FROM {stage}) gx WHERE gx_rn = 1")
-    } else {
-        // `WHERE true` keeps SQLite's parser from reading ON CONFLICT as a join clause.
-        format!("{stage} WHERE true")
-    };
     format!(
-        "INSERT INTO {t} ({cols}) SELECT {cols} FROM {source} ON CONFLICT ({pk}) {action}",
+        "INSERT INTO {t} ({cols}) {source} ON CONFLICT ({pk}) {action}",
         t = quote_ident(&plan.table)
     )
+}
+
+/// The merge of rows given inline (see [`small`]): `INSERT ... VALUES ... ON CONFLICT`, each value a
+/// quoted literal that the database reads with the column's own input function, as `COPY` would. The
+/// same upsert as [`merge_sql`] without `dedupe`: a key given twice fails (cardinality violation), and
+/// the caller takes the staged path. `None` when there are no rows.
+pub fn merge_values_sql(plan: &TablePlan, rows: &[Vec<Option<String>>]) -> Option<String> {
+    if rows.is_empty() {
+        return None;
+    }
+    let mut values = String::from("VALUES ");
+    for (n, row) in rows.iter().enumerate() {
+        if n > 0 {
+            values.push(',');
+        }
+        values.push('(');
+        for (i, v) in row.iter().enumerate() {
+            if i > 0 {
+                values.push(',');
+            }
+            match v {
+                None => values.push_str("NULL"),
+                Some(v) => {
+                    values.push('\'');
+                    values.push_str(&v.replace('\'', "''"));
+                    values.push('\'');
+                }
+            }
+        }
+        values.push(')');
+    }
+    Some(upsert_sql(plan, &values))
 }
 
 /// The stage table for `plan`: the target table's columns that the CSV has, in file order, no rows.

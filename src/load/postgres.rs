@@ -161,7 +161,19 @@ impl PgTarget {
             .await?
             .map_err(err("writing the loader's catalog"))?;
         }
-        for plan in plans {
+        // Small tables first, all in one round trip; whatever the batch does not take goes the staged
+        // way below, which also gives the precise refusal when the batch fails.
+        let done = self
+            .apply_small(&mut tx, zip_path, schema, plans, entry, encoding)
+            .await?;
+        for (i, n) in &done {
+            rows.insert(plans[*i].table.clone(), *n);
+        }
+        for (_, plan) in plans
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !done.contains_key(i))
+        {
             let what = format!("loading table {}", plan.table);
             let cols = stage_columns(plan);
             let stage = stage_name(plan);
@@ -367,6 +379,92 @@ impl PgTarget {
             .map_err(err("committing"))?;
         checkpoint();
         Ok((rows, removed))
+    }
+
+    /// Merges the folder's small tables (see [`small`](super::small)) in one batch of statements, one
+    /// round trip, inside a savepoint. Returns the row count of each table it merged, by plan index;
+    /// none when the batch fails (rolled back to the savepoint: the staged path then reports why).
+    async fn apply_small(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Postgres>,
+        zip_path: &Path,
+        schema: &FolderPlan,
+        plans: &[TablePlan],
+        entry: &LedgerEntry,
+        encoding: &'static encoding_rs::Encoding,
+    ) -> Result<BTreeMap<usize, u64>> {
+        if !plans.iter().any(super::small::candidate) {
+            return Ok(BTreeMap::new());
+        }
+        let (zip, owned, limit) = (
+            zip_path.to_path_buf(),
+            plans.to_vec(),
+            schema.limits.max_field_bytes,
+        );
+        let tables =
+            tokio::task::spawn_blocking(move || super::small::read(&zip, &owned, encoding, limit))
+                .await
+                .context("small-table reader thread failed")??;
+        if tables.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let mut batch = String::from(
+            "SAVEPOINT gx_small; SET LOCAL standard_conforming_strings = on; \
+             SET LOCAL client_min_messages = warning;",
+        );
+        let mut done = BTreeMap::new();
+        for t in &tables {
+            if let Some(sql) = super::merge_values_sql(&plans[t.plan], &t.rows) {
+                batch.push('\n');
+                batch.push_str(&sql);
+                batch.push(';');
+            }
+            done.insert(t.plan, t.rows.len() as u64);
+        }
+        batch.push_str("\nRELEASE SAVEPOINT gx_small");
+        let ran = db::within_timeout(
+            &self.url,
+            "writing to the target",
+            sqlx::raw_sql(&batch).execute(&mut **tx),
+        )
+        .await?;
+        match ran {
+            Ok(_) => {
+                tracing::debug!(
+                    "folder {}: {} small table(s) merged in one batch",
+                    entry.folder,
+                    tables.len()
+                );
+                for t in &tables {
+                    super::progress::table(&plans[t.plan].table);
+                    super::progress::advance(t.rows.len() as u64);
+                }
+                checkpoint();
+                Ok(done)
+            }
+            // What the rows hold that PostgreSQL refuses, or a key given twice: the staged path
+            // dedupes, or says which line is wrong.
+            Err(sqlx::Error::Database(d))
+                if d.code().is_some_and(|c| {
+                    c.starts_with("22") || c.starts_with("23") || c == "21000"
+                }) =>
+            {
+                tracing::debug!(
+                    "folder {}: the small-table batch was refused ({}); staging each table",
+                    entry.folder,
+                    d.message()
+                );
+                db::within_timeout(
+                    &self.url,
+                    "writing to the target",
+                    sqlx::raw_sql("ROLLBACK TO SAVEPOINT gx_small").execute(&mut **tx),
+                )
+                .await?
+                .map_err(DbError::on(&self.url, "writing to the target"))?;
+                Ok(BTreeMap::new())
+            }
+            Err(e) => Err(DbError::on(&self.url, "writing to the target")(e).into()),
+        }
     }
 
     pub async fn close(mut self) {
