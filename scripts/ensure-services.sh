@@ -58,3 +58,29 @@ if ! psql -h 127.0.0.1 -U postgres -d postgres -tAc 'select 1' >/dev/null 2>&1; 
   exit 1
 fi
 say "PostgreSQL ready on 127.0.0.1:5432"
+
+# MariaDB on 127.0.0.1:3306 (root, no password, local_infile on): the MariaDB/MySQL target tests.
+my_ok() { mysql -h 127.0.0.1 -P 3306 -u root -N -e 'select 1' >/dev/null 2>&1; }
+if ! command -v mariadbd >/dev/null && ! command -v mysqld >/dev/null; then
+  apt_install mariadb-server mariadb-client
+fi
+if ! command -v mysql >/dev/null; then apt_install mariadb-client; fi
+if ! my_ok; then
+  say "MariaDB is not answering on 127.0.0.1:3306: starting it"
+  mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+  daemon=$(command -v mariadbd || command -v mysqld)
+  start-stop-daemon --start --oknodo --background --exec "$daemon" -- --local-infile=1 || true
+  for _ in $(seq 1 30); do
+    my_ok && break
+    sleep 1
+  done
+fi
+if ! my_ok; then
+  say "MariaDB still does not answer on 127.0.0.1:3306 as root without a password; the MariaDB tests cannot run"
+  exit 1
+fi
+if [ "$(mysql -h 127.0.0.1 -P 3306 -u root -N -e 'select @@local_infile')" != "1" ]; then
+  say "MariaDB has local_infile off: turning it on (the loader streams rows with LOAD DATA LOCAL INFILE)"
+  mysql -h 127.0.0.1 -P 3306 -u root -e 'SET GLOBAL local_infile = 1'
+fi
+say "MariaDB ready on 127.0.0.1:3306"

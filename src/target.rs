@@ -9,6 +9,7 @@ use crate::schema::{self, GimTable, SqlType};
 pub const POSTGRES_SCRIPT: &str =
     include_str!("../sql_scripts/update_target_gim_db_postgresql.sql");
 pub const SQLITE_SCRIPT: &str = include_str!("../sql_scripts/update_target_gim_db_sqlite.sql");
+pub const MYSQL_SCRIPT: &str = include_str!("../sql_scripts/update_target_gim_db_mysql.sql");
 
 /// The loader's ledger table: one row per applied export, written with the data.
 pub const LEDGER_TABLE: &str = "gim_export_ledger";
@@ -21,6 +22,17 @@ pub fn script(dialect: Dialect) -> &'static str {
     match dialect {
         Dialect::Sqlite => SQLITE_SCRIPT,
         Dialect::Postgres => POSTGRES_SCRIPT,
+        Dialect::Mysql => MYSQL_SCRIPT,
+    }
+}
+
+/// What follows `CREATE TABLE (...)` in `dialect`: on MariaDB/MySQL, InnoDB (transactions: the ledger
+/// commits with the data) and utf8mb4 with a binary collation, so that keys differing only in case or
+/// accents stay different rows, as in PostgreSQL and SQLite.
+pub fn table_options(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Mysql => " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        Dialect::Sqlite | Dialect::Postgres => "",
     }
 }
 
@@ -164,7 +176,7 @@ pub fn add_column_sql(table: &str, column: &str, sql_type: &str) -> String {
 
 /// `CREATE TABLE` for a table definition (names must already be plain identifiers; every name is
 /// quoted, so a column called `order` is a column).
-pub fn create_table_sql(t: &TableDef) -> String {
+pub fn create_table_sql(t: &TableDef, dialect: Dialect) -> String {
     let q = crate::db::quote_ident;
     let cols: Vec<String> = t
         .columns
@@ -176,10 +188,11 @@ pub fn create_table_sql(t: &TableDef) -> String {
         .collect();
     let key: Vec<String> = t.primary_key.iter().map(|k| q(k)).collect();
     format!(
-        "CREATE TABLE IF NOT EXISTS {} (\n{},\n    PRIMARY KEY ({})\n)",
+        "CREATE TABLE IF NOT EXISTS {} (\n{},\n    PRIMARY KEY ({})\n){}",
         q(&t.name),
         cols.join(",\n"),
-        key.join(", ")
+        key.join(", "),
+        table_options(dialect)
     )
 }
 
@@ -200,6 +213,11 @@ mod tests {
                 "update_target_gim_db_sqlite.sql",
                 SQLITE_SCRIPT,
             ),
+            (
+                Dialect::Mysql,
+                "update_target_gim_db_mysql.sql",
+                MYSQL_SCRIPT,
+            ),
         ] {
             let rendered = render_script(d);
             if std::env::var_os("GIM_EXPORT_BLESS").is_some() {
@@ -218,7 +236,7 @@ mod tests {
 
     #[test]
     fn the_target_model_has_every_exported_table_with_a_key_and_the_loader_tables() {
-        for d in [Dialect::Sqlite, Dialect::Postgres] {
+        for d in [Dialect::Sqlite, Dialect::Postgres, Dialect::Mysql] {
             let m = model(d);
             let names: Vec<&str> = m.iter().map(|t| t.name.as_str()).collect();
             assert!(names.contains(&"interaction_fact"), "{names:?}");
@@ -275,6 +293,7 @@ mod tests {
             "numeric(19)"
         );
         assert_eq!(t.column("new_col").unwrap().sql_type, "varchar(1024)");
-        assert!(create_table_sql(&t).contains("PRIMARY KEY (\"interaction_resource_id\")"));
+        assert!(create_table_sql(&t, Dialect::Postgres)
+            .contains("PRIMARY KEY (\"interaction_resource_id\")"));
     }
 }

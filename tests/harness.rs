@@ -85,6 +85,98 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A MariaDB database of its own on 127.0.0.1:3306 (root, no password), dropped at the end of the test.
+pub struct MyDb {
+    pub name: String,
+}
+
+static MY_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Rows of `sql` on a MariaDB URL as text (NULL as ""), through the same driver the loader uses.
+pub fn my_rows(url: &str, sql: &str) -> Vec<Vec<String>> {
+    use mysql_async::prelude::Queryable;
+    runtime().block_on(async {
+        let mut conn = mysql_async::Conn::from_url(url).await.unwrap_or_else(|e| {
+            panic!("MariaDB at {url}: {e} (make test starts the server; is it running?)")
+        });
+        conn.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES'")
+            .await
+            .unwrap();
+        let rows: Vec<mysql_async::Row> = conn
+            .query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("MariaDB refused `{sql}`: {e}"));
+        let out = rows
+            .into_iter()
+            .map(|r| {
+                r.unwrap()
+                    .into_iter()
+                    .map(|v| match v {
+                        mysql_async::Value::NULL => String::new(),
+                        mysql_async::Value::Bytes(b) => {
+                            pg_like_time(String::from_utf8_lossy(&b).into_owned())
+                        }
+                        other => other.as_sql(true).trim_matches('\'').to_string(),
+                    })
+                    .collect()
+            })
+            .collect();
+        conn.disconnect().await.unwrap();
+        out
+    })
+}
+
+/// `2024-01-01 10:00:00.000000` (a DATETIME(6)) as PostgreSQL prints the same timestamp:
+/// `2024-01-01 10:00:00`, fractions without their trailing zeros.
+fn pg_like_time(v: String) -> String {
+    let b = v.as_bytes();
+    let is_time = b.len() > 20
+        && b[4] == b'-'
+        && b[10] == b' '
+        && b[13] == b':'
+        && b[19] == b'.'
+        && b[20..].iter().all(u8::is_ascii_digit);
+    if is_time {
+        v.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        v
+    }
+}
+
+impl MyDb {
+    pub fn new(tag: &str) -> MyDb {
+        let name = format!(
+            "gimx_{}_{}_{}",
+            tag.replace('-', "_"),
+            std::process::id(),
+            MY_COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let server = "mysql://root@127.0.0.1:3306/mysql";
+        my_rows(server, &format!("DROP DATABASE IF EXISTS {name}"));
+        my_rows(server, &format!("CREATE DATABASE {name}"));
+        MyDb { name }
+    }
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:3306/{}", self.name)
+    }
+    pub fn sql(&self, sql: &str) -> Vec<Vec<String>> {
+        my_rows(&self.url(), sql)
+    }
+}
+
+impl Drop for MyDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Not from a panicking test's unwinding into another panic.
+        let _ = std::panic::catch_unwind(move || {
+            my_rows(
+                "mysql://root@127.0.0.1:3306/mysql",
+                &format!("DROP DATABASE IF EXISTS {name}"),
+            )
+        });
+    }
+}
+
 /// A PostgreSQL database of its own on 127.0.0.1:5432, dropped at the end of the test.
 pub struct PgDb {
     pub name: String,
@@ -339,6 +431,8 @@ pub fn dump_table(url: &str, table: &str) -> Vec<Vec<String>> {
             pool.close().await;
             out
         })
+    } else if url.starts_with("mysql") {
+        my_rows(url, &format!("SELECT {columns} FROM {table}"))
     } else {
         let db = url.rsplit('/').next().unwrap();
         let out = psql(
@@ -401,9 +495,11 @@ pub fn exported_keys(dir: &Path) -> gim_export::audit::AuditKeySet {
     keys
 }
 
-/// Runs `sql` (one or more statements) on a SQLite or PostgreSQL database.
+/// Runs `sql` (one or more statements) on a SQLite, PostgreSQL or MariaDB database.
 pub fn exec_sql(url: &str, sql: &str) {
-    if url.starts_with("sqlite") {
+    if url.starts_with("mysql") {
+        my_rows(url, sql);
+    } else if url.starts_with("sqlite") {
         runtime().block_on(async {
             let pool = sqlx::SqlitePool::connect(url).await.unwrap();
             sqlx::raw_sql(sql).execute(&pool).await.unwrap();
@@ -420,9 +516,11 @@ pub fn exec_sql(url: &str, sql: &str) {
     }
 }
 
-/// Rows of a query as text (SQLite or PostgreSQL).
+/// Rows of a query as text (SQLite, PostgreSQL or MariaDB).
 pub fn query_rows(url: &str, sql: &str) -> Vec<Vec<String>> {
-    if url.starts_with("sqlite") {
+    if url.starts_with("mysql") {
+        my_rows(url, sql)
+    } else if url.starts_with("sqlite") {
         runtime().block_on(async {
             use sqlx::Row;
             let pool = sqlx::SqlitePool::connect(url).await.unwrap();
@@ -455,7 +553,13 @@ pub fn query_rows(url: &str, sql: &str) -> Vec<Vec<String>> {
 
 /// One value from a SQLite or PostgreSQL database, as text ("" for no row or NULL).
 pub fn query_one(url: &str, sql: &str) -> String {
-    if url.starts_with("sqlite") {
+    if url.starts_with("mysql") {
+        my_rows(url, &format!("SELECT ({sql})"))
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .unwrap_or_default()
+    } else if url.starts_with("sqlite") {
         runtime().block_on(async {
             use sqlx::Row;
             let pool = sqlx::SqlitePool::connect(url).await.unwrap();

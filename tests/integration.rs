@@ -23,6 +23,7 @@ mod hostile_source;
 mod load;
 mod load_crash;
 mod load_refusals;
+mod mariadb;
 mod ops;
 mod out_of_order;
 mod property;

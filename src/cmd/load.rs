@@ -23,7 +23,8 @@ pub struct Args {
     /// An export folder, or a directory of export folders.
     #[arg(long, short, env = "GIM_EXPORT_INPUT", default_value = "output")]
     pub input: PathBuf,
-    /// Target database: sqlite://FILE (created if missing) or postgres://USER@HOST/DB.
+    /// Target database: sqlite://FILE (created if missing), postgres://USER@HOST/DB or
+    /// mysql://USER@HOST/DB (MariaDB too; mariadb:// alike).
     #[arg(long, env = "GIM_EXPORT_TARGET", default_value = "sqlite://target.db")]
     pub target: String,
     /// Start an empty target at this folder instead of the first one found (e.g. after retention

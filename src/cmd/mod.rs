@@ -133,6 +133,7 @@ Exit codes: 0 every folder passed, 5 a folder failed; see gim-export --help.";
 const LOAD_EXAMPLES: &str = "\
 Examples:
   gim-export load --input /data/inbox --target postgres://loader@warehouse/gim
+  gim-export load --input /data/inbox --target mysql://loader:secret@warehouse:3306/gim
   gim-export load --input /data/inbox --target sqlite://gim.db --accept-restart
   gim-export load --input /data/inbox --target postgres://loader@warehouse/gim --from export_0000000000000000289_2024_01_03_23_10_20
 Exit codes: 0 applied, 3 nothing new, 4 another loader runs, 5 a folder refused, 130/143 stopped; see gim-export --help.";
@@ -356,8 +357,17 @@ pub fn parse_seconds(flag: &str, s: &str) -> Result<i64, ConfigError> {
 
 /// Parses a database URL flag.
 pub fn parse_url(flag: &str, s: &str) -> Result<crate::db::DbUrl, ConfigError> {
-    crate::db::DbUrl::parse(s)
-        .map_err(|e| ConfigError(format!("{flag}: {e}{}", crate::config::origin_note(flag))))
+    let url = crate::db::DbUrl::parse(s)
+        .map_err(|e| ConfigError(format!("{flag}: {e}{}", crate::config::origin_note(flag))))?;
+    // MariaDB/MySQL is a load target; the source side (export, status, simulate) comes next.
+    if flag == "--source" && url.dialect() == crate::db::Dialect::Mysql {
+        return Err(ConfigError(format!(
+            "{flag}: {url}: MariaDB/MySQL is supported as a load target (--target), not yet as a \
+             source Info Mart: expected sqlite://FILE or postgres://USER@HOST/DB{}",
+            crate::config::origin_note(flag)
+        )));
+    }
+    Ok(url)
 }
 
 #[cfg(test)]

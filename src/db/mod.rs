@@ -3,6 +3,7 @@
 //! One file per backend ([`sqlite`], [`postgres`]); this module holds what they share and the
 //! [`Source`] enum that dispatches to them.
 
+pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
 
@@ -54,6 +55,8 @@ pub enum Dialect {
     #[default]
     Sqlite,
     Postgres,
+    /// MariaDB and MySQL (one protocol, one dialect).
+    Mysql,
 }
 
 impl Dialect {
@@ -61,6 +64,7 @@ impl Dialect {
         match self {
             Dialect::Sqlite => "sqlite",
             Dialect::Postgres => "postgresql",
+            Dialect::Mysql => "mysql",
         }
     }
 }
@@ -71,14 +75,15 @@ impl FromStr for Dialect {
         match s.to_ascii_lowercase().as_str() {
             "sqlite" => Ok(Dialect::Sqlite),
             "postgres" | "postgresql" | "pg" => Ok(Dialect::Postgres),
+            "mysql" | "mariadb" => Ok(Dialect::Mysql),
             other => Err(format!(
-                "unknown dialect {other:?}: expected sqlite or postgresql"
+                "unknown dialect {other:?}: expected sqlite, postgresql or mysql (also for MariaDB)"
             )),
         }
     }
 }
 
-/// A database URL: `sqlite://file.db` or `postgres://user@host/db`. Displays with the password masked.
+/// A database URL: `sqlite://file.db`, `postgres://user@host/db` or `mysql://user@host/db` (`mariadb://`). Displays with the password masked.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DbUrl {
     url: String,
@@ -92,9 +97,11 @@ impl DbUrl {
             Dialect::Sqlite
         } else if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
             Dialect::Postgres
+        } else if lower.starts_with("mysql://") || lower.starts_with("mariadb://") {
+            Dialect::Mysql
         } else {
             return Err(format!(
-                "unsupported database URL {}: expected sqlite://FILE or postgres://USER@HOST/DB",
+                "unsupported database URL {}: expected sqlite://FILE, postgres://USER@HOST/DB or mysql://USER@HOST/DB (mariadb:// too)",
                 redact(url)
             ));
         };
@@ -448,6 +455,14 @@ impl Source {
             Dialect::Postgres => {
                 Source::Postgres(postgres::PgSource::connect(url, connections).await?)
             }
+            Dialect::Mysql => {
+                return Err(DbError::Unexportable {
+                    url: url.to_string(),
+                    reason:
+                        "MariaDB/MySQL is supported as a load target; as an export source not yet"
+                            .into(),
+                })
+            }
         })
     }
 
@@ -612,7 +627,10 @@ mod tests {
             format!("{u} {u:?}"),
             "postgresql://a:****@h/d DbUrl(postgresql://a:****@h/d)"
         );
-        assert!(DbUrl::parse("mysql://x").is_err());
+        assert!(DbUrl::parse("mysql://x").is_ok_and(|u| u.dialect() == Dialect::Mysql));
+        assert!(DbUrl::parse("mariadb://a:b@h/d")
+            .is_ok_and(|u| u.to_string() == "mariadb://a:****@h/d"));
+        assert!(DbUrl::parse("oracle://x").is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! applies one twice (the ledger says what is applied), and never applies one it cannot prove whole and
 //! next in the chain (the verifier's checks and the hwm chain, before anything is written).
 
+pub mod mysql;
 pub mod plan;
 pub mod postgres;
 pub mod small;
@@ -283,7 +284,7 @@ pub fn merge_sql(plan: &TablePlan, stage: &str, dedupe: bool, row_order: &str) -
 
 /// `INSERT INTO table (columns) <source> ON CONFLICT (key) DO UPDATE ...`: the upsert every merge ends
 /// in, from a `SELECT` of a stage or from `VALUES`.
-fn upsert_sql(plan: &TablePlan, source: &str) -> String {
+pub(crate) fn upsert_sql(plan: &TablePlan, source: &str) -> String {
     let q: Vec<String> = plan.columns.iter().map(|c| quote_ident(c)).collect();
     let cols = q.join(", ");
     let pk: Vec<String> = plan.primary_key.iter().map(|c| quote_ident(c)).collect();
@@ -364,41 +365,63 @@ pub fn input_folders(input: &Path) -> Result<Vec<(String, PathBuf)>> {
         .collect())
 }
 
-/// The target database, one of the backends.
-pub enum Target {
-    Sqlite(sqlite::SqliteTarget),
-    Postgres(postgres::PgTarget),
+/// What a target database must do for the loader. One implementation per backend, one file each
+/// (`load/<backend>.rs`); [`Target::connect`] is the registry that picks one by URL. Dialect
+/// differences (quoting, types, catalog queries, how rows are staged and merged) live in the backend.
+#[async_trait::async_trait(?Send)]
+pub trait TargetDb: Send + Sync {
+    fn url(&self) -> &DbUrl;
+    fn dialect(&self) -> Dialect;
+    /// Takes the target for this run (one loader at a time), or fails at once with [`TargetLocked`].
+    async fn lock(&mut self) -> Result<()>;
+    /// Runs statements (schema changes), in one batch.
+    async fn execute(&self, sql: &str) -> Result<()>;
+    /// The first column of every row of `sql`, as text.
+    async fn strings(&self, sql: &str) -> Result<Vec<String>>;
+    /// The catalog: every table with its columns and primary key.
+    async fn tables(&self) -> Result<Vec<Table>>;
+    /// The ledger of applied folders, in order of application.
+    async fn ledger(&self) -> Result<Vec<LedgerEntry>>;
+    /// Applies one export in one transaction, its ledger row included (see [`Target::apply`]).
+    async fn apply(
+        &self,
+        zip_path: &Path,
+        schema: &plan::FolderPlan,
+        plans: &[TablePlan],
+        clear: &[String],
+        ledger: &LedgerEntry,
+        encoding: &'static encoding_rs::Encoding,
+    ) -> Result<(BTreeMap<String, u64>, Removed)>;
+    /// Releases the lock and the connections.
+    async fn close(self: Box<Self>);
 }
 
+/// The target database, one of the backends.
+pub struct Target(Box<dyn TargetDb>);
+
 macro_rules! dispatch {
-    ($self:expr, $t:ident => $e:expr) => {
-        match $self {
-            Target::Sqlite($t) => $e,
-            Target::Postgres($t) => $e,
-        }
-    };
+    ($self:expr, $t:ident => $e:expr) => {{
+        let $t = &$self.0;
+        $e
+    }};
 }
 
 impl Target {
+    /// The registry of target backends: the one for the URL's dialect, connected.
     pub async fn connect(url: &DbUrl) -> Result<Target> {
-        Ok(match url.dialect() {
-            Dialect::Sqlite => Target::Sqlite(sqlite::SqliteTarget::connect(url).await?),
-            Dialect::Postgres => Target::Postgres(postgres::PgTarget::connect(url).await?),
-        })
+        Ok(Target(match url.dialect() {
+            Dialect::Sqlite => Box::new(sqlite::SqliteTarget::connect(url).await?),
+            Dialect::Postgres => Box::new(postgres::PgTarget::connect(url).await?),
+            Dialect::Mysql => Box::new(mysql::MyTarget::connect(url).await?),
+        }))
     }
     pub fn dialect(&self) -> Dialect {
-        match self {
-            Target::Sqlite(_) => Dialect::Sqlite,
-            Target::Postgres(_) => Dialect::Postgres,
-        }
+        self.0.dialect()
     }
     /// Takes the target for this run, or fails at once with [`TargetLocked`].
     pub async fn lock(&mut self) -> Result<()> {
         let url = self.url().clone();
-        crate::db::within_timeout(&url, "taking the load lock", async {
-            dispatch!(self, t => t.lock().await)
-        })
-        .await?
+        crate::db::within_timeout(&url, "taking the load lock", self.0.lock()).await?
     }
     /// The target's URL (password masked when displayed).
     pub fn url(&self) -> &DbUrl {
@@ -419,7 +442,7 @@ impl Target {
         for def in target::model(self.dialect()) {
             match existing.get(&def.name) {
                 None => {
-                    sql.push(target::create_table_sql(&def));
+                    sql.push(target::create_table_sql(&def, self.dialect()));
                     changes.push(format!("created table {}", def.name));
                 }
                 Some(have) => {
@@ -485,7 +508,7 @@ impl Target {
         dispatch!(self, t => t.apply(zip_path, schema, plans, clear, ledger, encoding).await)
     }
     pub async fn close(self) {
-        dispatch!(self, t => t.close().await)
+        self.0.close().await
     }
 }
 

@@ -437,6 +437,7 @@ fn plan_new(
         create(
             plan,
             &def,
+            dialect,
             "header",
             "a custom user-data table, from its CSV header",
         );
@@ -469,7 +470,7 @@ fn plan_new(
             });
             extra.push(c.clone());
         }
-        create(plan, &def, "model", "from the GIM model");
+        create(plan, &def, dialect, "model", "from the GIM model");
         for row in plan
             .catalog
             .iter_mut()
@@ -512,6 +513,7 @@ fn plan_new(
     create(
         plan,
         &def,
+        dialect,
         "inferred",
         &format!(
             "a table the GIM model does not know; column types inferred from the folder's values; primary key ({}) {why}",
@@ -621,8 +623,14 @@ pub fn choose_key(e: &CsvEntry) -> (Vec<String>, &'static str) {
     )
 }
 
-fn create(plan: &mut FolderPlan, def: &TableDef, origin: &'static str, why: &str) {
-    plan.ddl.push(target::create_table_sql(def));
+fn create(
+    plan: &mut FolderPlan,
+    def: &TableDef,
+    dialect: Dialect,
+    origin: &'static str,
+    why: &str,
+) {
+    plan.ddl.push(target::create_table_sql(def, dialect));
     plan.changes
         .push(format!("created table {} ({why})", def.name));
     plan.catalog.push(CatalogRow {
@@ -658,6 +666,17 @@ pub fn widen_sql(table: &Table, columns: &[(String, SqlType)], dialect: Dialect)
                 )
             })
             .collect(),
+        Dialect::Mysql => columns
+            .iter()
+            .map(|(c, ty)| {
+                format!(
+                    "ALTER TABLE {t} MODIFY COLUMN {c} {ty}",
+                    t = quote_ident(&name),
+                    c = quote_ident(c),
+                    ty = ty.mysql()
+                )
+            })
+            .collect(),
         Dialect::Sqlite => {
             let key: Vec<String> = table
                 .primary_key
@@ -687,7 +706,7 @@ pub fn widen_sql(table: &Table, columns: &[(String, SqlType)], dialect: Dialect)
             let cols: Vec<String> = def.columns.iter().map(|c| quote_ident(&c.name)).collect();
             vec![
                 "DROP TABLE IF EXISTS main.gx_rebuild".to_string(),
-                target::create_table_sql(&def).replacen(
+                target::create_table_sql(&def, Dialect::Sqlite).replacen(
                     "CREATE TABLE IF NOT EXISTS \"gx_rebuild\"",
                     "CREATE TABLE main.gx_rebuild",
                     1,

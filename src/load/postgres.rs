@@ -12,10 +12,10 @@ use sqlx::{Postgres, Row};
 use super::{
     analyze_for_anti_join_sql, check_loaded_sha1, check_removal, check_rows, merge_sql,
     plan::FolderPlan, remove_missing_sql, removed_json, schema_changes_json, stage_columns,
-    stream_csv, LedgerEntry, LoadRefused, Removed, TablePlan, TargetLocked, APPLIED_INSERT,
-    CATALOG_UPSERT, LEDGER_SELECT, LEDGER_UPSERT,
+    stream_csv, LedgerEntry, LoadRefused, Removed, TablePlan, TargetDb, TargetLocked,
+    APPLIED_INSERT, CATALOG_UPSERT, LEDGER_SELECT, LEDGER_UPSERT,
 };
-use crate::db::{self, DbError, DbUrl, Table};
+use crate::db::{self, DbError, DbUrl, Dialect, Table};
 use crate::package::checkpoint;
 
 /// The advisory lock key every gim-export loader takes on its target.
@@ -57,8 +57,15 @@ impl PgTarget {
             staged: Default::default(),
         })
     }
+}
 
-    pub async fn lock(&mut self) -> Result<()> {
+#[async_trait::async_trait(?Send)]
+impl TargetDb for PgTarget {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    async fn lock(&mut self) -> Result<()> {
         let err = |e| DbError::query(&self.url, "taking the load lock", e);
         let mut conn = self.pool.acquire().await.map_err(err)?;
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
@@ -73,7 +80,7 @@ impl PgTarget {
         Ok(())
     }
 
-    pub async fn execute(&self, sql: &str) -> Result<()> {
+    async fn execute(&self, sql: &str) -> Result<()> {
         sqlx::raw_sql(sql)
             .execute(&self.pool)
             .await
@@ -82,22 +89,22 @@ impl PgTarget {
     }
 
     /// The first column of every row of `sql`, as text.
-    pub async fn strings(&self, sql: &str) -> Result<Vec<String>> {
+    async fn strings(&self, sql: &str) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar::<_, String>(sql)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| DbError::query(&self.url, "reading the loader's catalog", e))?)
     }
 
-    pub fn url(&self) -> &DbUrl {
+    fn url(&self) -> &DbUrl {
         &self.url
     }
 
-    pub async fn tables(&self) -> Result<Vec<Table>> {
+    async fn tables(&self) -> Result<Vec<Table>> {
         Ok(db::postgres::read_tables(&self.pool, &self.url).await?)
     }
 
-    pub async fn ledger(&self) -> Result<Vec<LedgerEntry>> {
+    async fn ledger(&self) -> Result<Vec<LedgerEntry>> {
         let rows = sqlx::query(
             &LEDGER_SELECT
                 .replace(
@@ -120,7 +127,7 @@ impl PgTarget {
             .map_err(|e| DbError::query(&self.url, "reading the ledger", e).into())
     }
 
-    pub async fn apply(
+    async fn apply(
         &self,
         zip_path: &Path,
         schema: &FolderPlan,
@@ -381,6 +388,18 @@ impl PgTarget {
         Ok((rows, removed))
     }
 
+    async fn close(mut self: Box<Self>) {
+        if let Some(mut conn) = self.lock.take() {
+            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(LOAD_LOCK_KEY)
+                .execute(&mut *conn)
+                .await;
+        }
+        self.pool.close().await;
+    }
+}
+
+impl PgTarget {
     /// Merges the folder's small tables (see [`small`](super::small)) in one batch of statements, one
     /// round trip, inside a savepoint. Returns the row count of each table it merged, by plan index;
     /// none when the batch fails (rolled back to the savepoint: the staged path then reports why).
@@ -465,16 +484,6 @@ impl PgTarget {
             }
             Err(e) => Err(DbError::on(&self.url, "writing to the target")(e).into()),
         }
-    }
-
-    pub async fn close(mut self) {
-        if let Some(mut conn) = self.lock.take() {
-            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-                .bind(LOAD_LOCK_KEY)
-                .execute(&mut *conn)
-                .await;
-        }
-        self.pool.close().await;
     }
 }
 

@@ -13,9 +13,10 @@ use super::{
     check_loaded_sha1, check_removal, check_rows, merge_sql, open_csv,
     plan::{FieldRule, FolderPlan},
     remove_missing_sql, removed_json, schema_changes_json, stage_columns, LedgerEntry, LoadRefused,
-    Removed, TablePlan, TargetLocked, APPLIED_INSERT, CATALOG_UPSERT, LEDGER_SELECT, LEDGER_UPSERT,
+    Removed, TablePlan, TargetDb, TargetLocked, APPLIED_INSERT, CATALOG_UPSERT, LEDGER_SELECT,
+    LEDGER_UPSERT,
 };
-use crate::db::{self, DbError, DbUrl, Table};
+use crate::db::{self, DbError, DbUrl, Dialect, Table};
 use crate::package::checkpoint;
 
 pub struct SqliteTarget {
@@ -46,8 +47,15 @@ impl SqliteTarget {
             lock: None,
         })
     }
+}
 
-    pub async fn lock(&mut self) -> Result<()> {
+#[async_trait::async_trait(?Send)]
+impl TargetDb for SqliteTarget {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    async fn lock(&mut self) -> Result<()> {
         let Some(file) = &self.file else {
             return Ok(());
         };
@@ -65,7 +73,7 @@ impl SqliteTarget {
         }
     }
 
-    pub async fn execute(&self, sql: &str) -> Result<()> {
+    async fn execute(&self, sql: &str) -> Result<()> {
         sqlx::raw_sql(sql)
             .execute(&self.pool)
             .await
@@ -74,22 +82,22 @@ impl SqliteTarget {
     }
 
     /// The first column of every row of `sql`, as text.
-    pub async fn strings(&self, sql: &str) -> Result<Vec<String>> {
+    async fn strings(&self, sql: &str) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar::<_, String>(sql)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| DbError::query(&self.url, "reading the loader's catalog", e))?)
     }
 
-    pub fn url(&self) -> &DbUrl {
+    fn url(&self) -> &DbUrl {
         &self.url
     }
 
-    pub async fn tables(&self) -> Result<Vec<Table>> {
+    async fn tables(&self) -> Result<Vec<Table>> {
         Ok(db::sqlite::read_tables(&self.pool, &self.url).await?)
     }
 
-    pub async fn ledger(&self) -> Result<Vec<LedgerEntry>> {
+    async fn ledger(&self) -> Result<Vec<LedgerEntry>> {
         let rows = sqlx::query(LEDGER_SELECT)
             .fetch_all(&self.pool)
             .await
@@ -100,7 +108,7 @@ impl SqliteTarget {
             .map_err(|e| DbError::query(&self.url, "reading the ledger", e).into())
     }
 
-    pub async fn apply(
+    async fn apply(
         &self,
         zip_path: &Path,
         schema: &FolderPlan,
@@ -348,7 +356,7 @@ impl SqliteTarget {
         Ok((rows, removed))
     }
 
-    pub async fn close(self) {
+    async fn close(self: Box<Self>) {
         self.pool.close().await;
     }
 }

@@ -164,7 +164,15 @@ const RESERVED: &[&str] = &[
 
 /// A plain lower-case identifier as a script writes it: bare, or quoted when it is a key word.
 pub fn ident(name: &str) -> String {
-    if RESERVED.contains(&name) {
+    ident_in(name, Dialect::Postgres)
+}
+
+/// [`ident`] for `dialect`: MariaDB/MySQL scripts quote every name with backticks (their list of
+/// key words differs between servers and versions, and a stock session has no ANSI_QUOTES).
+pub fn ident_in(name: &str, dialect: Dialect) -> String {
+    if dialect == Dialect::Mysql {
+        format!("`{}`", name.replace('`', "``"))
+    } else if RESERVED.contains(&name) {
         format!("\"{name}\"")
     } else {
         name.to_string()
@@ -181,6 +189,7 @@ pub fn not_null(table: &GimTable, column: &str) -> bool {
 
 /// `CREATE TABLE IF NOT EXISTS` for one table in `dialect`.
 pub fn create_table(table: &GimTable, dialect: Dialect) -> String {
+    let ident = |n: &str| ident_in(n, dialect);
     let mut out = format!("CREATE TABLE IF NOT EXISTS {} (\n", ident(&table.name));
     for c in &table.columns {
         let name = ident(&c.name);
@@ -193,7 +202,12 @@ pub fn create_table(table: &GimTable, dialect: Dialect) -> String {
         let _ = writeln!(out, "    {name:<32} {ty}{nn},");
     }
     let key: Vec<String> = table.primary_key.iter().map(|k| ident(k)).collect();
-    let _ = write!(out, "    PRIMARY KEY ({})\n);\n", key.join(", "));
+    let _ = write!(
+        out,
+        "    PRIMARY KEY ({})\n){};\n",
+        key.join(", "),
+        crate::target::table_options(dialect)
+    );
     out
 }
 
@@ -206,6 +220,7 @@ pub fn target_script(model: &Model, loader: &Model, dialect: Dialect) -> String 
         match dialect {
             Dialect::Postgres => "PostgreSQL",
             Dialect::Sqlite => "SQLite",
+            Dialect::Mysql => "MariaDB/MySQL",
         }
     );
     out.push_str(
@@ -219,6 +234,12 @@ pub fn target_script(model: &Model, loader: &Model, dialect: Dialect) -> String 
             "-- Custom user-data tables (IRF_USER_DATA_CUST_n, USER_DATA_CUST_DIM_n) beyond _1 and tables the\n\
              -- model does not know are created by the loader from the CSV header (load --schema-changes).\n\n\
              SET client_min_messages = warning;\n",
+        ),
+        Dialect::Mysql => out.push_str(
+            "-- MySQL has no ADD COLUMN IF NOT EXISTS: `--apply` and the loader compare with the catalog and add\n\
+             -- missing columns themselves. InnoDB, utf8mb4 with a binary collation (keys compare as in\n\
+             -- PostgreSQL). Custom user-data tables (IRF_USER_DATA_CUST_n, USER_DATA_CUST_DIM_n) beyond _1 and\n\
+             -- tables the model does not know are created by the loader from the CSV header.\n",
         ),
         Dialect::Sqlite => out.push_str(
             "-- SQLite has no ADD COLUMN IF NOT EXISTS: `--apply` and the loader compare with the catalog and add\n\

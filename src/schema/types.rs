@@ -63,10 +63,33 @@ impl SqlType {
         }
     }
 
+    /// The MariaDB/MySQL spelling. `numeric` without a precision is DECIMAL(65,30), the widest (a bare
+    /// DECIMAL would be DECIMAL(10,0)); `varchar(n)` over 255 is TEXT, because InnoDB counts every
+    /// VARCHAR's largest size (4 bytes a character in utf8mb4) against a 65,535-byte row and the
+    /// user-data tables have dozens of `varchar(1024)` columns; times keep microseconds.
+    pub fn mysql(self) -> String {
+        match self {
+            SqlType::SmallInt => "SMALLINT".into(),
+            SqlType::Integer => "INT".into(),
+            SqlType::BigInt => "BIGINT".into(),
+            SqlType::Numeric(None) => "DECIMAL(65,30)".into(),
+            SqlType::Numeric(Some((p, s))) => format!("DECIMAL({p},{s})"),
+            SqlType::Varchar(n) if n <= 255 => format!("VARCHAR({n})"),
+            SqlType::Varchar(_) => "TEXT".into(),
+            SqlType::Char(n) => format!("CHAR({n})"),
+            SqlType::Text => "LONGTEXT".into(),
+            SqlType::Timestamp => "DATETIME(6)".into(),
+            SqlType::Date => "DATE".into(),
+            SqlType::Float8 => "DOUBLE".into(),
+            SqlType::Bytea => "LONGBLOB".into(),
+        }
+    }
+
     pub fn render(self, dialect: Dialect) -> String {
         match dialect {
             Dialect::Postgres => self.postgres(),
             Dialect::Sqlite => self.sqlite(),
+            Dialect::Mysql => self.mysql(),
         }
     }
 }
@@ -111,7 +134,8 @@ impl FromStr for SqlType {
             "integer" | "int" | "int4" => SqlType::Integer,
             "bigint" | "int8" => SqlType::BigInt,
             "numeric" | "decimal" => match args.as_deref().map(nums).transpose()?.as_deref() {
-                None => SqlType::Numeric(None),
+                // MariaDB/MySQL's spelling of an unbounded numeric (see `mysql`).
+                None | Some([65, 30]) => SqlType::Numeric(None),
                 Some([p]) if (1..=38).contains(p) => SqlType::Numeric(Some((*p as u8, 0))),
                 Some([p, sc]) if (1..=38).contains(p) && sc <= p => {
                     SqlType::Numeric(Some((*p as u8, *sc as u8)))
@@ -120,11 +144,11 @@ impl FromStr for SqlType {
             },
             "varchar" | "character varying" => SqlType::Varchar(one(&args)?),
             "char" | "character" => SqlType::Char(one(&args)?),
-            "text" => SqlType::Text,
-            "timestamp" => SqlType::Timestamp,
+            "text" | "mediumtext" | "longtext" => SqlType::Text,
+            "timestamp" | "datetime" => SqlType::Timestamp,
             "date" => SqlType::Date,
-            "float8" | "double precision" => SqlType::Float8,
-            "bytea" => SqlType::Bytea,
+            "float8" | "double precision" | "double" => SqlType::Float8,
+            "bytea" | "blob" | "mediumblob" | "longblob" => SqlType::Bytea,
             _ => return Err(format!("unknown type {s:?}")),
         })
     }
@@ -222,11 +246,28 @@ mod tests {
             assert_eq!(t.sqlite(), lite, "{text}");
             assert_eq!(t.postgres().parse::<SqlType>().unwrap(), t);
         }
+        // MariaDB/MySQL: its spellings parse back to the same type (a long varchar is TEXT there).
+        for (text, my) in [
+            ("numeric(19)", "DECIMAL(19,0)"),
+            ("numeric", "DECIMAL(65,30)"),
+            ("varchar(255)", "VARCHAR(255)"),
+            ("integer", "INT"),
+            ("timestamp", "DATETIME(6)"),
+            ("float8", "DOUBLE"),
+            ("bytea", "LONGBLOB"),
+            ("text", "LONGTEXT"),
+        ] {
+            let t: SqlType = text.parse().unwrap();
+            assert_eq!(t.mysql(), my, "{text}");
+            let back: SqlType = my.parse().unwrap();
+            assert_eq!(back.mysql(), my, "{text}");
+        }
+        assert_eq!(SqlType::Varchar(1024).mysql(), "TEXT");
         for bad in [
             "varchar",
             "numeric(0)",
             "numeric(5,6)",
-            "blob",
+            "geometry",
             "varchar(x)",
         ] {
             assert!(bad.parse::<SqlType>().is_err(), "{bad}");

@@ -196,6 +196,15 @@ impl SimDb {
                     .map_err(|e| DbError::query(url, "starting a transaction", e))?;
                 SimDb::Postgres(url.clone(), Mutex::new(tx))
             }
+            Dialect::Mysql => {
+                return Err(DbError::Unexportable {
+                    url: url.to_string(),
+                    reason:
+                        "simulate writes SQLite and PostgreSQL Info Marts; MariaDB/MySQL not yet"
+                            .into(),
+                }
+                .into())
+            }
         })
     }
 

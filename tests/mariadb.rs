@@ -1,0 +1,301 @@
+//! Issue 12: MariaDB/MySQL as a load target, against the real server on 127.0.0.1:3306 (make test
+//! starts it). Each test makes its own database and drops it after.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gim_export::package::ABORT_AFTER_ENV;
+
+use crate::harness::*;
+
+/// Every column of every exported row, from SQLite and from PostgreSQL sources, reaches MariaDB; a
+/// second load applies nothing and changes nothing.
+#[test]
+fn sqlite_and_postgres_sources_round_trip_into_mariadb_and_a_second_load_changes_nothing() {
+    let w = Workdir::new("my-roundtrip");
+    let lite = w.sqlite_url("im.db");
+    simulate(&w, &lite, 3, 300, 41);
+    w.run(&["export", "--source", &lite, "--output", "out", "--catch-up"]);
+    let my = MyDb::new("roundtrip");
+    w.run(&["load", "--input", "out", "--target", &my.url()]);
+    assert_target_matches_source(&lite, &my.url(), &w.join("out"));
+    let before = dump_target(&my.url());
+    let o = w.run_code(
+        &mut w.command(&["load", "--input", "out", "--target", &my.url()]),
+        3,
+    );
+    assert!(stdout(&o).contains("loaded 0 folder(s)"), "{}", stdout(&o));
+    assert_eq!(dump_target(&my.url()), before);
+
+    let pg = PgDb::new("my_pgsource");
+    simulate(&w, &pg.url(), 2, 200, 43);
+    w.run(&[
+        "export",
+        "--source",
+        &pg.url(),
+        "--output",
+        "out-pg",
+        "--catch-up",
+    ]);
+    let my2 = MyDb::new("roundtrip_pg");
+    w.run(&["load", "--input", "out-pg", "--target", &my2.url()]);
+    assert_target_matches_source(&pg.url(), &my2.url(), &w.join("out-pg"));
+}
+
+/// The same folders give the same rows in MariaDB as in PostgreSQL, including a full resync that
+/// removes the rows the source no longer has.
+#[test]
+fn a_full_resync_into_mariadb_removes_what_the_source_deleted_as_postgres_does() {
+    let w = Workdir::new("my-resync");
+    let src = w.sqlite_url("im.db");
+    simulate(&w, &src, 2, 200, 47);
+    w.run(&["export", "--source", &src, "--output", "out", "--catch-up"]);
+    let (my, pg) = (MyDb::new("resync"), PgDb::new("my_resync_ref"));
+    for t in [my.url(), pg.url()] {
+        w.run(&["load", "--input", "out", "--target", &t]);
+    }
+    let gone = query_rows(
+        &src,
+        "SELECT interaction_id FROM interaction_fact ORDER BY interaction_id LIMIT 3",
+    );
+    assert_eq!(gone.len(), 3);
+    let ids: Vec<String> = gone.into_iter().map(|r| r[0].clone()).collect();
+    let list = ids.join(", ");
+    exec_sql(
+        &src,
+        &format!("DELETE FROM interaction_fact WHERE interaction_id IN ({list})"),
+    );
+    w.run(&[
+        "export",
+        "--source",
+        &src,
+        "--output",
+        "out",
+        "--full-resync",
+    ]);
+    for t in [my.url(), pg.url()] {
+        w.run(&["load", "--input", "out", "--target", &t, "--accept-restart"]);
+    }
+    assert_eq!(dump_target(&my.url()), dump_target(&pg.url()));
+    let left = format!("SELECT COUNT(*) FROM interaction_fact WHERE interaction_id IN ({list})");
+    assert_eq!(query_one(&my.url(), &left), "0");
+    let removed = query_one(
+        &my.url(),
+        "SELECT removed_counts FROM gim_export_ledger ORDER BY apply_seq DESC LIMIT 1",
+    );
+    assert!(removed.contains("\"interaction_fact\":3"), "{removed}");
+}
+
+/// What MariaDB refuses in a folder (a value that is not a number, a value too long) is a refusal of
+/// the folder, naming table and row, exit 5, and nothing of it is applied: strict mode, no silent
+/// truncation.
+#[test]
+fn mariadb_refuses_a_bad_number_and_a_too_long_value_instead_of_truncating() {
+    for (tag, edit, needle) in [
+        ("my-badnum", "2,not-a-number,1,x,,,,", "not-a-number"),
+        (
+            "my-toolong",
+            &*format!("2,1,1,{},,,,", "x".repeat(300)),
+            "dim_attribute_1",
+        ),
+    ] {
+        let w = Workdir::new(tag);
+        let src = w.sqlite_url("im.db");
+        simulate(&w, &src, 1, 40, 5);
+        w.run(&["export", "--source", &src, "--output", "out"]);
+        let folder = w.join("out").join(&export_folders(&w.join("out"))[0]);
+        crate::tamper::rewrite_entry(&folder, "user_data_cust_dim_1.csv", |csv| {
+            let header = std::str::from_utf8(csv)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .to_string();
+            format!("{header}\n1,1,1,ok,,,,\n{edit}\n").into_bytes()
+        });
+        let my = MyDb::new(tag);
+        let o = w.run_code(
+            &mut w.command(&["load", "--input", "out", "--target", &my.url()]),
+            5,
+        );
+        let err = stderr(&o);
+        assert!(
+            err.contains("user_data_cust_dim_1")
+                && err.contains(needle)
+                && err.contains("at row 2"),
+            "{tag}: {err}"
+        );
+        assert_eq!(
+            query_one(&my.url(), "SELECT COUNT(*) FROM gim_export_ledger"),
+            "0"
+        );
+        assert_eq!(
+            query_one(&my.url(), "SELECT COUNT(*) FROM interaction_fact"),
+            "0"
+        );
+    }
+}
+
+/// NULL and empty text, quotes, commas, newlines, backslashes and non-ASCII text arrive as they left;
+/// a key given twice in one folder keeps its last line.
+#[test]
+fn mariadb_reads_the_csv_as_the_other_targets_do_and_keeps_the_last_line_of_a_repeated_key() {
+    let w = Workdir::new("my-csv");
+    let src = w.sqlite_url("im.db");
+    simulate(&w, &src, 1, 40, 5);
+    w.run(&["export", "--source", &src, "--output", "out"]);
+    let folder = w.join("out").join(&export_folders(&w.join("out"))[0]);
+    crate::tamper::rewrite_entry(&folder, "user_data_cust_dim_1.csv", |csv| {
+        let header = std::str::from_utf8(csv)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_string();
+        format!(
+            "{header}\n1,1,1,first,,,,\n2,1,1,\"say \"\"hi\"\", then\r\nbye\",back\\slash,O'Brien,Ünïcödé 😀,\n1,1,1,second,,,,\n"
+        )
+        .into_bytes()
+    });
+    let (my, pg) = (MyDb::new("csv"), PgDb::new("my_csv_ref"));
+    for t in [my.url(), pg.url()] {
+        w.run(&["load", "--input", "out", "--target", &t]);
+    }
+    let rows = dump_table(&my.url(), "user_data_cust_dim_1");
+    assert_eq!(rows, dump_table(&pg.url(), "user_data_cust_dim_1"));
+    assert_eq!(rows[0][3], "second");
+    assert_eq!(rows[1][3], "say \"hi\", then\r\nbye");
+    assert_eq!(rows[1][4..7], ["back\\slash", "O'Brien", "Ünïcödé 😀"]);
+}
+
+/// A custom user-data table the model does not have is created from its CSV header, on MariaDB too.
+#[test]
+fn a_custom_user_data_table_is_created_on_mariadb_from_its_header() {
+    let w = Workdir::new("my-custom");
+    let src = w.sqlite_url("im.db");
+    simulate(&w, &src, 1, 40, 5);
+    w.run(&["export", "--source", &src, "--output", "out"]);
+    let folder = w.join("out").join(&export_folders(&w.join("out"))[0]);
+    crate::tamper::rewrite(&folder, crate::tamper::Fix::All, |entries| {
+        let (_, bytes) = entries
+            .iter()
+            .find(|(n, _)| n == "user_data_cust_dim_1.csv")
+            .unwrap()
+            .clone();
+        entries.push(("user_data_cust_dim_2.csv".into(), bytes));
+    });
+    let my = MyDb::new("custom");
+    w.run(&["load", "--input", "out", "--target", &my.url()]);
+    assert_eq!(
+        dump_table(&my.url(), "user_data_cust_dim_2"),
+        dump_table(&my.url(), "user_data_cust_dim_1")
+    );
+    let origin = query_one(
+        &my.url(),
+        "SELECT origin FROM gim_export_catalog WHERE table_name = 'user_data_cust_dim_2' AND column_name = ''",
+    );
+    assert_eq!(origin, "header");
+}
+
+/// Killed at many points, the MariaDB load holds whole exports only, and the rerun finishes the job.
+#[test]
+fn a_mariadb_load_killed_at_many_points_keeps_whole_exports() {
+    let w = Workdir::new("my-crash");
+    let src = w.sqlite_url("im.db");
+    simulate(&w, &src, 3, 200, 23);
+    w.run(&["export", "--source", &src, "--output", "out", "--catch-up"]);
+    let folders = export_folders(&w.join("out"));
+    let reference = MyDb::new("crashref");
+    let mut after = vec![];
+    w.run(&["target-schema", "--target", &reference.url()]);
+    after.push(dump_target(&reference.url()));
+    for f in &folders {
+        w.run(&[
+            "load",
+            "--input",
+            &format!("out/{f}"),
+            "--target",
+            &reference.url(),
+        ]);
+        after.push(dump_target(&reference.url()));
+    }
+    let mut crashed = 0;
+    for n in [1u32, 2, 3, 5, 8, 13, 21, 34, 55] {
+        let my = MyDb::new("crash");
+        let mut cmd = w.command(&["load", "--input", "out", "--target", &my.url()]);
+        cmd.env(ABORT_AFTER_ENV, n.to_string());
+        let o = cmd.output().unwrap();
+        if !o.status.success() {
+            crashed += 1;
+            let applied = dump_table(&my.url(), "gim_export_ledger").len();
+            assert_eq!(
+                dump_target(&my.url()),
+                after[applied],
+                "after abort at {n}: not whole exports"
+            );
+        }
+        w.run_code(
+            &mut w.command(&["load", "--input", "out", "--target", &my.url()]),
+            if o.status.success() { 3 } else { 0 },
+        );
+        assert_eq!(
+            &dump_target(&my.url()),
+            after.last().unwrap(),
+            "rerun after abort at {n}"
+        );
+    }
+    assert!(
+        crashed >= 6,
+        "only {crashed} runs reached their abort point"
+    );
+}
+
+/// A second loader on the same MariaDB database is refused with exit 4 while the first holds the lock.
+#[test]
+fn a_second_loader_on_mariadb_is_refused_with_exit_4() {
+    let w = Workdir::new("my-lock");
+    let src = w.sqlite_url("im.db");
+    simulate(&w, &src, 1, 60, 2);
+    w.run(&["export", "--source", &src, "--output", "out", "--catch-up"]);
+    let my = MyDb::new("lock");
+    let mut holder = Command::new("mysql")
+        .args(["-h", "127.0.0.1", "-P", "3306", "-u", "root", &my.name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the mysql client (make test installs it)");
+    holder
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(format!("SELECT GET_LOCK('gim-export-load:{}', 10);\n", my.name).as_bytes())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while query_one(
+        &my.url(),
+        &format!(
+            "SELECT IS_USED_LOCK('gim-export-load:{}') IS NOT NULL",
+            my.name
+        ),
+    ) != "1"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the lock holder never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = w.run_code(
+        &mut w.command(&["load", "--input", "out", "--target", &my.url()]),
+        4,
+    );
+    assert!(
+        stderr(&o).contains("another gim-export load"),
+        "{}",
+        stderr(&o)
+    );
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+    w.run(&["load", "--input", "out", "--target", &my.url()]);
+}
