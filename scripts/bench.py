@@ -49,6 +49,8 @@ RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 SCALE_DAYS = int(os.environ.get("BENCH_SCALE_DAYS", "4"))
 SCALE_PER_DAY = int(os.environ.get("BENCH_SCALE_PER_DAY", "20000"))
 ONLY = os.environ.get("BENCH_ONLY", "")
+MY_N = int(os.environ.get("BENCH_MY_INTERACTIONS", "100000"))
+MY = "mysql://root@127.0.0.1:3306"
 SEED = 3
 
 
@@ -325,6 +327,91 @@ def table_cost(work):
     return result
 
 
+def mysql(db, sql, script=None):
+    args = ["mysql", "--local-infile=1", "-h", "127.0.0.1", "-P", "3306", "-u", "root", "-N", db]
+    if script:
+        with open(script) as f:
+            return run(args, stdin=f)
+    return subprocess.run(args + ["-e", sql], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def fresh_my_target(name):
+    mysql("mysql", f"drop database if exists {name}; create database {name}")
+    run([BIN, "-q", "target-schema", "--target", f"{MY}/{name}"])
+    return f"{MY}/{name}"
+
+
+def floor_my_load_script(info, out, work):
+    """By hand: LOAD DATA LOCAL INFILE into a temporary stage + INSERT ... ON DUPLICATE KEY UPDATE, one
+    transaction; empty fields as NULL (NULLIF), as the loader reads them."""
+    csvdir = os.path.join(work, "mycsv")
+    shutil.rmtree(csvdir, ignore_errors=True)
+    with zipfile.ZipFile(os.path.join(out, info["folder"], info["folder"] + ".zip")) as z:
+        z.extractall(csvdir)
+    lines = ["SET SESSION sql_mode = 'ANSI_QUOTES,STRICT_ALL_TABLES,NO_BACKSLASH_ESCAPES';",
+             "START TRANSACTION;"]
+    for t in info["tables"]:
+        with open(os.path.join(csvdir, f"{t}.csv")) as f:
+            names = f.readline().strip().split(",")
+        cols = ", ".join(f'"{c}"' for c in names)
+        vars_ = ", ".join(f"@v{i}" for i in range(len(names)))
+        sets = ", ".join(f'"{c}" = NULLIF(@v{i}, \'\')' for i, c in enumerate(names))
+        upd = ", ".join(f'"{c}" = VALUES("{c}")' for c in names[1:])
+        lines += [
+            f"DROP TEMPORARY TABLE IF EXISTS s_{t};",
+            f'CREATE TEMPORARY TABLE s_{t} SELECT {cols} FROM "{t}" WHERE 1 = 0;',
+            f"LOAD DATA LOCAL INFILE '{csvdir}/{t}.csv' INTO TABLE s_{t} CHARACTER SET utf8mb4 "
+            f"FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '' "
+            f"LINES TERMINATED BY 0x0a IGNORE 1 LINES ({vars_}) SET {sets};",
+            f'INSERT INTO "{t}" ({cols}) SELECT {cols} FROM s_{t} ON DUPLICATE KEY UPDATE {upd};',
+        ]
+    lines.append("COMMIT;")
+    script = os.path.join(work, "floor_my_load.sql")
+    with open(script, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return script
+
+
+def mariadb_load(work):
+    """Load of one simulated day (and of two) into an empty and a full MariaDB target, beside the floor
+    by hand; the day is exported once from a cached SQLite source."""
+    result = {}
+    for n in (MY_N, 2 * MY_N):
+        out = os.path.join(work, f"my_out_{n}")
+        shutil.rmtree(out, ignore_errors=True)
+        run([BIN, "-q", "export", "--source", f"sqlite://{sqlite_source(n)}", "--output", out])
+        info = export_info(out)
+        script = floor_my_load_script(info, out, work)
+        le, lf, fe, ff = [], [], [], []
+        for _ in range(RUNS):
+            target = fresh_my_target("gim_bench_my")
+            le.append(ours_load(out, target))
+            mysql("gim_bench_my", "delete from gim_export_ledger")
+            lf.append(ours_load(out, target))
+            fresh_my_target("gim_bench_my")
+            fe.append(mysql("gim_bench_my", None, script))
+            ff.append(mysql("gim_bench_my", None, script))
+        mysql("mysql", "drop database if exists gim_bench_my")
+        result[str(n)] = {
+            "rows": info["rows"],
+            "empty_s": median(s for s, _ in le), "empty_rss_kib": max(r for _, r in le),
+            "full_s": median(s for s, _ in lf), "full_rss_kib": max(r for _, r in lf),
+            "floor_empty_s": median(s for s, _ in fe), "floor_full_s": median(s for s, _ in ff),
+        }
+    return result
+
+
+def print_mariadb(m):
+    print("\nMariaDB load beside the floor by hand (LOAD DATA LOCAL INFILE + INSERT ... ON DUPLICATE KEY "
+          "UPDATE, one transaction); target <= 1.1x")
+    print(f"{'rows':>10} {'target':<6} {'ours s':>8} {'floor s':>8} {'ratio':>6} {'rows/s':>10} {'peak RSS':>9}")
+    for x in m.values():
+        for kind in ("empty", "full"):
+            ours, floor = x[f"{kind}_s"], x[f"floor_{kind}_s"]
+            print(f"{x['rows']:>10,} {kind:<6} {ours:>8.2f} {floor:>8.2f} {ours / floor:>6.2f} "
+                  f"{x['rows'] / ours:>10,.0f} {x[f'{kind}_rss_kib'] / 1024:>7.0f} MiB")
+
+
 def print_table_cost(c):
     print("\ncost per 15-minute folder (target <= 150 ms with 200 tables)")
     print(f"{'tables':>6} {'folders':>8} {'export ms':>10} {'load SQLite ms':>15} {'load PostgreSQL ms':>19}")
@@ -364,6 +451,15 @@ def main():
     os.makedirs(OUT_DIR, exist_ok=True)
     work = tempfile.mkdtemp(prefix="gim-bench-")
     results = {"runs": RUNS, "interactions": MAIN}
+    if ONLY == "mariadb":
+        try:
+            results["mariadb"] = mariadb_load(work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        with open(os.path.join(OUT_DIR, "results_mariadb.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        print_mariadb(results["mariadb"])
+        return
     if ONLY == "scale":
         try:
             results["scale"] = scale_matrix(work)
@@ -443,6 +539,7 @@ def main():
                                    "load_rss_kib": l[1], "export_s": e[0], "load_s": l[0]})
         results["scale"] = scale_matrix(work)
         results["table_cost"] = table_cost(work)
+        results["mariadb"] = mariadb_load(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -478,6 +575,7 @@ def print_table(r):
               f"({x['export_s']:.1f} s), load {x['load_rss_kib'] / 1024:.0f} MiB ({x['load_s']:.1f} s)")
     print_scale(r["scale"])
     print_table_cost(r["table_cost"])
+    print_mariadb(r["mariadb"])
     print(f"\nwrote {os.path.join(OUT_DIR, 'results.json')}")
 
 

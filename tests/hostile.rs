@@ -77,6 +77,25 @@ fn state(target: &str) -> Vec<u8> {
         return fs::read(path).unwrap();
     }
     let db = target.rsplit('/').next().unwrap();
+    if target.starts_with("mysql://") {
+        let o = Command::new("mysqldump")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-P",
+                "3306",
+                "-u",
+                "root",
+                "--skip-dump-date",
+                "--skip-comments",
+                "--skip-extended-insert",
+                db,
+            ])
+            .output()
+            .expect("mysqldump must be installed (make test installs mariadb-client)");
+        assert!(o.status.success(), "mysqldump {db}: {}", stderr(&o));
+        return o.stdout;
+    }
     let o = Command::new("pg_dump")
         .args([
             "-h",
@@ -116,8 +135,8 @@ fn every_crafted_folder_of_fixtures_hostile_is_refused_and_leaves_the_target_byt
             assert!(said.contains(&case.folder), "verify {name}: {said}");
         }
     }
-    let pg = PgDb::new("hostile");
-    for target in [w.sqlite_url("target.db"), pg.url()] {
+    let (pg, my) = (PgDb::new("hostile"), MyDb::new("hostile"));
+    for target in [w.sqlite_url("target.db"), pg.url(), my.url()] {
         prepare(&w, &target);
         let before = state(&target);
         for (name, case) in &cases {

@@ -1277,6 +1277,148 @@ pub fn stream_csv(
     (rx, handle)
 }
 
+/// The checks a target that would take anything makes of each CSV record, as PostgreSQL would refuse
+/// it: the header's width, no empty primary-key field, numbers where the declared type wants them,
+/// no text longer than its `varchar`, no field over `--max-field-bytes`. Messages name line and column.
+pub struct RecordCheck<'a> {
+    plan: &'a TablePlan,
+    rules: Vec<plan::FieldRule>,
+    is_key: Vec<bool>,
+    max_field_bytes: u64,
+}
+
+impl<'a> RecordCheck<'a> {
+    pub fn new(plan: &'a TablePlan, max_field_bytes: u64) -> Self {
+        RecordCheck {
+            rules: plan
+                .column_types
+                .iter()
+                .map(|t| plan::FieldRule::of(t))
+                .collect(),
+            is_key: plan
+                .columns
+                .iter()
+                .map(|c| plan.primary_key.contains(c))
+                .collect(),
+            plan,
+            max_field_bytes,
+        }
+    }
+
+    pub fn record(&self, rec: &csv::StringRecord) -> Result<(), String> {
+        let line = rec.position().map_or(0, |p| p.line());
+        let plan = self.plan;
+        if rec.len() != plan.columns.len() {
+            return Err(format!(
+                "line {line}: {} fields where the header has {}",
+                rec.len(),
+                plan.columns.len()
+            ));
+        }
+        for (i, f) in rec.iter().enumerate() {
+            if f.len() as u64 > self.max_field_bytes {
+                return Err(format!(
+                    "line {line}, column {}: a field is longer than {} bytes (--max-field-bytes)",
+                    plan.columns[i], self.max_field_bytes
+                ));
+            }
+            if f.is_empty() {
+                if self.is_key[i] {
+                    return Err(format!(
+                        "line {line}: primary-key column {} is empty",
+                        plan.columns[i]
+                    ));
+                }
+            } else if let Err(why) = self.rules[i].check(f) {
+                return Err(format!(
+                    "line {line}, column {} ({}): {why}",
+                    plan.columns[i], plan.column_types[i]
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A CSV's content refused by [`RecordCheck`] while streaming (see [`stream_checked_csv`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RecordRefused(pub String);
+
+/// [`stream_csv`] for a target whose server would convert rather than refuse (MariaDB/MySQL rounds
+/// `1.5` into an integer without a word): every record is parsed and checked with [`RecordCheck`] on
+/// the reading thread, beside the server's work; the first bad record ends the stream with a
+/// [`RecordRefused`] error. Chunks end on record boundaries.
+pub fn stream_checked_csv(
+    zip_path: &Path,
+    plan: &TablePlan,
+    encoding: &'static encoding_rs::Encoding,
+    max_field_bytes: u64,
+) -> (
+    tokio::sync::mpsc::Receiver<Vec<u8>>,
+    tokio::task::JoinHandle<Result<String>>,
+) {
+    /// Keeps what the CSV reader reads, to forward it as it was.
+    struct Capture<R> {
+        inner: R,
+        taken: Vec<u8>,
+    }
+    impl<R: Read> Read for Capture<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.taken.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let (zip_path, plan) = (zip_path.to_path_buf(), plan.clone());
+    let handle = tokio::task::spawn_blocking(move || {
+        let mut zip = zip::ZipArchive::new(std::fs::File::open(&zip_path)?)?;
+        let mut raw = open_csv(&mut zip, &plan.entry)?;
+        let check = RecordCheck::new(&plan, max_field_bytes);
+        let mut csv = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .from_reader(Capture {
+                inner: crate::encoding::decoding_reader(&mut raw, encoding),
+                taken: Vec::with_capacity(CHUNK + 64 * 1024),
+            });
+        csv.headers()?;
+        let mut rec = csv::StringRecord::new();
+        let mut counted = 0u64;
+        loop {
+            let more = csv
+                .read_record(&mut rec)
+                .map_err(|e| RecordRefused(crate::format::describe_csv_error(&e)))?;
+            if more {
+                check.record(&rec).map_err(RecordRefused)?;
+                counted += 1;
+            }
+            // Forward what has been read and checked; the CSV reader's look-ahead goes with it and
+            // is checked with the next records before the stream ends.
+            if !more || csv.get_ref().taken.len() >= CHUNK {
+                let chunk = std::mem::take(&mut csv.get_mut().taken);
+                if progress::active() {
+                    progress::advance(counted);
+                    counted = 0;
+                }
+                if !chunk.is_empty() && tx.blocking_send(chunk).is_err() {
+                    break; // the loader stopped; it reports its own error
+                }
+            }
+            if !more {
+                break;
+            }
+        }
+        drop(csv);
+        Ok(raw.hex())
+    });
+    (rx, handle)
+}
+
+/// Chunk size of [`stream_checked_csv`].
+const CHUNK: usize = 256 * 1024;
+
 /// Opens one CSV of the zip as a hashing reader (the checksum is compared again as the rows load, so a
 /// file changed after the check cannot slip in).
 pub fn open_csv<'a>(

@@ -18,12 +18,13 @@ use tokio::sync::Mutex;
 
 use super::{
     check_loaded_sha1, check_removal, check_rows, plan::FolderPlan, remove_missing_sql,
-    removed_json, schema_changes_json, stream_csv, upsert_sql, LedgerEntry, LoadRefused, Removed,
-    TablePlan, TargetDb, TargetLocked, APPLIED_INSERT, CATALOG_UPSERT, LEDGER_SELECT,
-    LEDGER_UPSERT,
+    removed_json, schema_changes_json, stream_checked_csv, upsert_sql, LedgerEntry, LoadRefused,
+    RecordRefused, Removed, TablePlan, TargetDb, TargetLocked, APPLIED_INSERT, CATALOG_UPSERT,
+    LEDGER_SELECT, LEDGER_UPSERT,
 };
 use crate::db::{self, quote_ident, DbError, DbUrl, Dialect, Table};
 use crate::package::checkpoint;
+use crate::schema::SqlType;
 
 pub struct MyTarget {
     url: DbUrl,
@@ -136,6 +137,28 @@ fn row_of(message: &str) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// The plan with the types its values are checked against: a `varchar(n)` of the model that this
+/// dialect declares as TEXT (over 255 characters) is checked as `varchar(n)`, so a value too long is
+/// refused here as on the other targets.
+fn checked_types(plan: &TablePlan) -> TablePlan {
+    let model = crate::target::model_table(&plan.table, Dialect::Postgres).or_else(|| {
+        crate::target::is_custom_user_data_table(&plan.table).then(|| {
+            crate::target::custom_table_from_header(&plan.table, &plan.columns, Dialect::Postgres)
+        })
+    });
+    let mut plan = plan.clone();
+    for (c, t) in plan.columns.iter().zip(plan.column_types.iter_mut()) {
+        if t.eq_ignore_ascii_case("TEXT") {
+            if let Some(SqlType::Varchar(n)) =
+                model.as_ref().and_then(|m| m.column(c)).map(|c| c.ty)
+            {
+                *t = format!("VARCHAR({n})");
+            }
+        }
+    }
+    plan
+}
+
 impl MyTarget {
     pub async fn connect(url: &DbUrl) -> Result<Self> {
         let mut conn = db::mysql::connect(url).await?;
@@ -208,6 +231,92 @@ impl MyTarget {
         Ok(())
     }
 
+    /// After a failed folder, takes back the tables and columns its schema changes added (empty: the
+    /// rows rolled back) and their catalog rows, as the other targets' rollback does. Best effort: on a
+    /// lost connection they stay, recorded in the catalog, and the next run finds them in place. A
+    /// widened column stays wider.
+    async fn undo_schema(&self, conn: &mut Conn, schema: &FolderPlan, folder: &str) {
+        if schema.ddl.is_empty() {
+            return;
+        }
+        // Only what this folder's statements created or added: never an adopted table.
+        let ran = |needle: String| schema.ddl.iter().any(|d| d.starts_with(&needle));
+        let created: Vec<&str> = schema
+            .catalog
+            .iter()
+            .filter(|r| {
+                r.column.is_empty()
+                    && r.origin != "adopted"
+                    && ran(format!(
+                        "CREATE TABLE IF NOT EXISTS {} ",
+                        quote_ident(&r.table)
+                    ))
+            })
+            .map(|r| r.table.as_str())
+            .collect();
+        let mut undo = Vec::new();
+        for t in &created {
+            // Never a table holding rows (it was created by this folder, whose rows rolled back).
+            let empty = conn
+                .query_first::<i64, _>(format!("SELECT 1 FROM {} LIMIT 1", quote_ident(t)))
+                .await
+                .is_ok_and(|r| r.is_none());
+            if empty {
+                undo.push((
+                    format!("DROP TABLE IF EXISTS {}", quote_ident(t)),
+                    t.to_string(),
+                    None,
+                ));
+            }
+        }
+        for r in schema.catalog.iter().filter(|r| {
+            !r.column.is_empty()
+                && !created.contains(&r.table.as_str())
+                && r.origin != "widened"
+                && r.origin != "adopted"
+                && ran(format!(
+                    "ALTER TABLE {} ADD COLUMN {} ",
+                    quote_ident(&r.table),
+                    quote_ident(&r.column)
+                ))
+        }) {
+            undo.push((
+                format!(
+                    "ALTER TABLE {} DROP COLUMN IF EXISTS {}",
+                    quote_ident(&r.table),
+                    quote_ident(&r.column)
+                ),
+                r.table.clone(),
+                Some(r.column.clone()),
+            ));
+        }
+        for (sql, table, column) in undo {
+            if let Err(e) = conn.query_drop(&sql).await {
+                tracing::warn!("could not take back a schema change of {folder} ({sql}): {e}");
+                return;
+            }
+            // Its catalog rows go with it (a whole table's, or one column's).
+            let forget = match &column {
+                None => conn
+                    .exec_drop(
+                        "DELETE FROM gim_export_catalog WHERE table_name = ? AND folder = ?",
+                        (table, folder.to_string()),
+                    )
+                    .await,
+                Some(c) => conn
+                    .exec_drop(
+                        "DELETE FROM gim_export_catalog WHERE table_name = ? AND column_name = ? AND folder = ?",
+                        (table, c.clone(), folder.to_string()),
+                    )
+                    .await,
+            };
+            if let Err(e) = forget {
+                tracing::warn!("could not take back the catalog rows of {folder}: {e}");
+                return;
+            }
+        }
+    }
+
     /// Stages and merges one table; returns the rows the CSV held, and the rows a full resync removed.
     #[allow(clippy::too_many_arguments)]
     async fn load_table(
@@ -242,9 +351,11 @@ impl MyTarget {
             .await?
             .map_err(|e| db::mysql::error(url, &what, e))?;
         super::progress::table(&plan.table);
-        let (chunks, hasher) = stream_csv(
+        // MariaDB converts what PostgreSQL refuses (1.5 into an integer, silently): every record is
+        // checked on the reading thread as the SQLite loader checks it.
+        let (chunks, hasher) = stream_checked_csv(
             zip_path,
-            &plan.entry,
+            &checked_types(plan),
             encoding,
             schema.limits.max_field_bytes,
         );
@@ -275,7 +386,10 @@ impl MyTarget {
                 return Err(LoadRefused::Table {
                     folder: entry.folder.clone(),
                     table: plan.table.clone(),
-                    reason: format!("cannot read zip entry {}: {e:#}", plan.entry),
+                    reason: match e.downcast_ref::<RecordRefused>() {
+                        Some(r) => r.0.clone(),
+                        None => format!("cannot read zip entry {}: {e:#}", plan.entry),
+                    },
                 }
                 .into())
             }
@@ -537,6 +651,7 @@ impl TargetDb for MyTarget {
         if result.is_err() {
             // Whatever the folder wrote goes; a connection already lost rolled back by itself.
             let _ = conn.query_drop("ROLLBACK").await;
+            self.undo_schema(conn, schema, &entry.folder).await;
         }
         result
     }

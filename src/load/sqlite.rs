@@ -10,8 +10,7 @@ use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
 
 use super::{
-    check_loaded_sha1, check_removal, check_rows, merge_sql, open_csv,
-    plan::{FieldRule, FolderPlan},
+    check_loaded_sha1, check_removal, check_rows, merge_sql, open_csv, plan::FolderPlan,
     remove_missing_sql, removed_json, schema_changes_json, stage_columns, LedgerEntry, LoadRefused,
     Removed, TablePlan, TargetDb, TargetLocked, APPLIED_INSERT, CATALOG_UPSERT, LEDGER_SELECT,
     LEDGER_UPSERT,
@@ -195,13 +194,7 @@ impl TargetDb for SqliteTarget {
             if header != plan.columns {
                 return Err(refused("the header changed while loading".into()).into());
             }
-            let rules: Vec<FieldRule> =
-                plan.column_types.iter().map(|t| FieldRule::of(t)).collect();
-            let is_key: Vec<bool> = plan
-                .columns
-                .iter()
-                .map(|c| plan.primary_key.contains(c))
-                .collect();
+            let check = super::RecordCheck::new(plan, schema.limits.max_field_bytes);
             let mut batch: Vec<csv::StringRecord> = Vec::with_capacity(batch_rows);
             let mut seq: i64 = 0;
             let mut records = csv.records();
@@ -212,41 +205,8 @@ impl TargetDb for SqliteTarget {
                     .map_err(|e| refused(crate::format::describe_csv_error(&e)))?;
                 let done = next.is_none();
                 if let Some(rec) = next {
-                    if rec.len() != plan.columns.len() {
-                        return Err(refused(format!(
-                            "line {}: {} fields where the header has {}",
-                            rec.position().map_or(0, |p| p.line()),
-                            rec.len(),
-                            plan.columns.len()
-                        ))
-                        .into());
-                    }
                     // SQLite stores anything anywhere: refuse what PostgreSQL would.
-                    let line = rec.position().map_or(0, |p| p.line());
-                    for (i, f) in rec.iter().enumerate() {
-                        if f.len() as u64 > schema.limits.max_field_bytes {
-                            return Err(refused(format!(
-                                "line {line}, column {}: a field is longer than {} bytes (--max-field-bytes)",
-                                plan.columns[i], schema.limits.max_field_bytes
-                            ))
-                            .into());
-                        }
-                        if f.is_empty() {
-                            if is_key[i] {
-                                return Err(refused(format!(
-                                    "line {line}: primary-key column {} is empty",
-                                    plan.columns[i]
-                                ))
-                                .into());
-                            }
-                        } else if let Err(why) = rules[i].check(f) {
-                            return Err(refused(format!(
-                                "line {line}, column {} ({}): {why}",
-                                plan.columns[i], plan.column_types[i]
-                            ))
-                            .into());
-                        }
-                    }
+                    check.record(&rec).map_err(refused)?;
                     batch.push(rec);
                 }
                 if batch.len() == batch_rows || (done && !batch.is_empty()) {
