@@ -231,3 +231,28 @@ fn custom_user_data_tables_are_created_from_the_header() {
         "1"
     );
 }
+
+/// Found by `make bench`: ledger rows deleted by hand (to load the same folders again) made the next
+/// application number one the history of applications already had, and the load failed on a duplicate
+/// key. The number now counts past both tables, on every target.
+#[test]
+fn deleting_ledger_rows_to_reload_does_not_collide_with_the_history_of_applications() {
+    let w = Workdir::new("reload-seq");
+    let src = w.sqlite_url("im.db");
+    simulate(&w, &src, 1, 60, 3);
+    w.run(&["export", "--source", &src, "--output", "out"]);
+    let (pg, my) = (PgDb::new("reloadseq"), MyDb::new("reloadseq"));
+    for target in [w.sqlite_url("t.db"), pg.url(), my.url()] {
+        w.run(&["load", "--input", "out", "--target", &target]);
+        exec_sql(&target, "DELETE FROM gim_export_ledger");
+        w.run(&["load", "--input", "out", "--target", &target]);
+        assert_eq!(
+            query_rows(
+                &target,
+                "SELECT apply_seq FROM gim_export_applied ORDER BY apply_seq"
+            ),
+            vec![vec!["1".to_string()], vec!["2".to_string()]],
+            "{target}"
+        );
+    }
+}

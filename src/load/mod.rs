@@ -119,7 +119,7 @@ pub const LEDGER_SELECT: &str =
 pub const LEDGER_UPSERT: &str = "INSERT INTO gim_export_ledger (folder, hwm_from_audit_key, hwm_from_created_ts, \
      hwm_to_audit_key, hwm_to_created_ts, max_data_ts, row_counts, loaded_at, zip_sha1, chain_generation, apply_seq, \
      schema_changes, removed_counts, restart_after_audit_key) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, NOW_TS, ?, ?, (SELECT COALESCE(MAX(apply_seq), 0) + 1 FROM gim_export_ledger), ?, ?, ?) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, NOW_TS, ?, ?, (NEXT_APPLY_SEQ), ?, ?, ?) \
      ON CONFLICT (folder) DO UPDATE SET hwm_from_audit_key = excluded.hwm_from_audit_key, \
      hwm_from_created_ts = excluded.hwm_from_created_ts, hwm_to_audit_key = excluded.hwm_to_audit_key, \
      hwm_to_created_ts = excluded.hwm_to_created_ts, max_data_ts = excluded.max_data_ts, \
@@ -127,6 +127,18 @@ pub const LEDGER_UPSERT: &str = "INSERT INTO gim_export_ledger (folder, hwm_from
      chain_generation = excluded.chain_generation, apply_seq = excluded.apply_seq, \
      schema_changes = excluded.schema_changes, removed_counts = excluded.removed_counts, \
      restart_after_audit_key = excluded.restart_after_audit_key";
+
+/// The next application number: past every number the ledger and the history hold (ledger rows
+/// deleted by hand to reload folders must not make a number the history already has).
+pub const NEXT_APPLY_SEQ: &str = "SELECT COALESCE(MAX(gx_seq.s), 0) + 1 FROM \
+     (SELECT apply_seq AS s FROM gim_export_ledger UNION ALL SELECT apply_seq FROM gim_export_applied) gx_seq";
+
+/// [`LEDGER_UPSERT`] with the dialect's current time (`now`) and the next application number.
+pub fn ledger_upsert(now: &str) -> String {
+    LEDGER_UPSERT
+        .replace("NOW_TS", now)
+        .replace("NEXT_APPLY_SEQ", NEXT_APPLY_SEQ)
+}
 
 /// Keeps the ledger row just written as one more application (placeholder `?`: the folder): the
 /// ledger holds one row per folder name, the history every time a folder was applied.

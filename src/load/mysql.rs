@@ -20,7 +20,7 @@ use super::{
     check_loaded_sha1, check_removal, check_rows, plan::FolderPlan, remove_missing_sql,
     removed_json, schema_changes_json, stream_checked_csv, upsert_sql, LedgerEntry, LoadRefused,
     RecordRefused, Removed, TablePlan, TargetDb, TargetLocked, APPLIED_INSERT, CATALOG_UPSERT,
-    LEDGER_SELECT, LEDGER_UPSERT,
+    LEDGER_SELECT, LEDGER_UPSERT, NEXT_APPLY_SEQ,
 };
 use crate::db::{self, quote_ident, DbError, DbUrl, Dialect, Table};
 use crate::package::checkpoint;
@@ -492,17 +492,15 @@ impl MyTarget {
             removed.insert(table.clone(), gone);
         }
         // The next application number, read in the transaction (the loader holds the lock).
+        // (MariaDB refuses a subquery on the table an INSERT writes: it is read first.)
         let seq: Option<i64> = conn
-            .query_first(
-                "SELECT CAST(COALESCE(MAX(apply_seq), 0) + 1 AS SIGNED) FROM gim_export_ledger",
-            )
+            .query_first(format!("SELECT CAST(({NEXT_APPLY_SEQ}) AS SIGNED)"))
             .await
             .map_err(err("reading the ledger"))?;
         let ledger_sql = on_duplicate_key(
-            &LEDGER_UPSERT.replace("NOW_TS", "UTC_TIMESTAMP(6)").replace(
-                "(SELECT COALESCE(MAX(apply_seq), 0) + 1 FROM gim_export_ledger)",
-                "?",
-            ),
+            &LEDGER_UPSERT
+                .replace("NOW_TS", "UTC_TIMESTAMP(6)")
+                .replace("(NEXT_APPLY_SEQ)", "?"),
         );
         let params: Vec<Value> = vec![
             entry.folder.clone().into(),

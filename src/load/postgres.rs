@@ -13,7 +13,7 @@ use super::{
     analyze_for_anti_join_sql, check_loaded_sha1, check_removal, check_rows, merge_sql,
     plan::FolderPlan, remove_missing_sql, removed_json, schema_changes_json, stage_columns,
     stream_csv, LedgerEntry, LoadRefused, Removed, TablePlan, TargetDb, TargetLocked,
-    APPLIED_INSERT, CATALOG_UPSERT, LEDGER_SELECT, LEDGER_UPSERT,
+    APPLIED_INSERT, CATALOG_UPSERT, LEDGER_SELECT,
 };
 use crate::db::{self, DbError, DbUrl, Dialect, Table};
 use crate::package::checkpoint;
@@ -357,24 +357,22 @@ impl TargetDb for PgTarget {
             check_removal(&entry.folder, table, gone, gone, schema.max_removal_percent)?;
             removed.insert(table.clone(), gone);
         }
-        sqlx::query(&numbered(
-            &LEDGER_UPSERT.replace("NOW_TS", "now()::timestamp(3)"),
-        ))
-        .bind(&entry.folder)
-        .bind(entry.hwm_from.audit_key)
-        .bind(entry.hwm_from.created_ts)
-        .bind(entry.hwm_to.audit_key)
-        .bind(entry.hwm_to.created_ts)
-        .bind(entry.max_data_ts)
-        .bind(serde_json::to_string(&rows)?)
-        .bind(entry.zip_sha1.as_deref())
-        .bind(i64::from(entry.generation))
-        .bind(schema_changes_json(schema))
-        .bind(removed_json(&removed))
-        .bind(entry.restart_after)
-        .execute(&mut *tx)
-        .await
-        .map_err(err("writing the ledger"))?;
+        sqlx::query(&numbered(&super::ledger_upsert("now()::timestamp(3)")))
+            .bind(&entry.folder)
+            .bind(entry.hwm_from.audit_key)
+            .bind(entry.hwm_from.created_ts)
+            .bind(entry.hwm_to.audit_key)
+            .bind(entry.hwm_to.created_ts)
+            .bind(entry.max_data_ts)
+            .bind(serde_json::to_string(&rows)?)
+            .bind(entry.zip_sha1.as_deref())
+            .bind(i64::from(entry.generation))
+            .bind(schema_changes_json(schema))
+            .bind(removed_json(&removed))
+            .bind(entry.restart_after)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("writing the ledger"))?;
         sqlx::query(&numbered(APPLIED_INSERT))
             .bind(&entry.folder)
             .execute(&mut *tx)

@@ -13,7 +13,6 @@ use super::{
     check_loaded_sha1, check_removal, check_rows, merge_sql, open_csv, plan::FolderPlan,
     remove_missing_sql, removed_json, schema_changes_json, stage_columns, LedgerEntry, LoadRefused,
     Removed, TablePlan, TargetDb, TargetLocked, APPLIED_INSERT, CATALOG_UPSERT, LEDGER_SELECT,
-    LEDGER_UPSERT,
 };
 use crate::db::{self, DbError, DbUrl, Dialect, Table};
 use crate::package::checkpoint;
@@ -289,22 +288,24 @@ impl TargetDb for SqliteTarget {
             check_removal(&entry.folder, table, gone, gone, schema.max_removal_percent)?;
             removed.insert(table.clone(), gone);
         }
-        sqlx::query(&LEDGER_UPSERT.replace("NOW_TS", "strftime('%Y-%m-%d %H:%M:%f', 'now')"))
-            .bind(&entry.folder)
-            .bind(entry.hwm_from.audit_key)
-            .bind(entry.hwm_from.created_ts)
-            .bind(entry.hwm_to.audit_key)
-            .bind(entry.hwm_to.created_ts)
-            .bind(entry.max_data_ts)
-            .bind(serde_json::to_string(&rows)?)
-            .bind(entry.zip_sha1.as_deref())
-            .bind(i64::from(entry.generation))
-            .bind(schema_changes_json(schema))
-            .bind(removed_json(&removed))
-            .bind(entry.restart_after)
-            .execute(&mut *tx)
-            .await
-            .map_err(err("writing the ledger"))?;
+        sqlx::query(&super::ledger_upsert(
+            "strftime('%Y-%m-%d %H:%M:%f', 'now')",
+        ))
+        .bind(&entry.folder)
+        .bind(entry.hwm_from.audit_key)
+        .bind(entry.hwm_from.created_ts)
+        .bind(entry.hwm_to.audit_key)
+        .bind(entry.hwm_to.created_ts)
+        .bind(entry.max_data_ts)
+        .bind(serde_json::to_string(&rows)?)
+        .bind(entry.zip_sha1.as_deref())
+        .bind(i64::from(entry.generation))
+        .bind(schema_changes_json(schema))
+        .bind(removed_json(&removed))
+        .bind(entry.restart_after)
+        .execute(&mut *tx)
+        .await
+        .map_err(err("writing the ledger"))?;
         sqlx::query(APPLIED_INSERT)
             .bind(&entry.folder)
             .execute(&mut *tx)
