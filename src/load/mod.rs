@@ -1360,16 +1360,14 @@ pub struct RecordRefused(pub String);
 /// [`stream_csv`] for a target whose server would convert rather than refuse (MariaDB/MySQL rounds
 /// `1.5` into an integer without a word): every record is parsed and checked with [`RecordCheck`] on
 /// the reading thread, beside the server's work; the first bad record ends the stream with a
-/// [`RecordRefused`] error. Chunks end on record boundaries.
+/// [`RecordRefused`] error. The thread returns the CSV's SHA-1 and whether its keys were integers in
+/// strictly increasing order (as exports write them): then no key repeats, and a merge needs no sort.
 pub fn stream_checked_csv(
     zip_path: &Path,
     plan: &TablePlan,
     encoding: &'static encoding_rs::Encoding,
     max_field_bytes: u64,
-) -> (
-    tokio::sync::mpsc::Receiver<Vec<u8>>,
-    tokio::task::JoinHandle<Result<String>>,
-) {
+) -> (tokio::sync::mpsc::Receiver<Vec<u8>>, CheckedStream) {
     /// Keeps what the CSV reader reads, to forward it as it was.
     struct Capture<R> {
         inner: R,
@@ -1396,6 +1394,13 @@ pub fn stream_checked_csv(
                 taken: Vec::with_capacity(CHUNK + 64 * 1024),
             });
         csv.headers()?;
+        let key_at: Vec<usize> = plan
+            .primary_key
+            .iter()
+            .filter_map(|k| plan.columns.iter().position(|c| c == k))
+            .collect();
+        let mut ascending = key_at.len() == plan.primary_key.len();
+        let (mut last, mut key) = (Vec::<i128>::new(), Vec::<i128>::new());
         let mut rec = csv::StringRecord::new();
         let mut counted = 0u64;
         loop {
@@ -1405,6 +1410,17 @@ pub fn stream_checked_csv(
             if more {
                 check.record(&rec).map_err(RecordRefused)?;
                 counted += 1;
+                if ascending {
+                    key.clear();
+                    for &i in &key_at {
+                        match rec[i].parse::<i128>() {
+                            Ok(v) => key.push(v),
+                            Err(_) => ascending = false,
+                        }
+                    }
+                    ascending = ascending && (last.is_empty() || key > last);
+                    std::mem::swap(&mut last, &mut key);
+                }
             }
             // Forward what has been read and checked; the CSV reader's look-ahead goes with it and
             // is checked with the next records before the stream ends.
@@ -1423,10 +1439,13 @@ pub fn stream_checked_csv(
             }
         }
         drop(csv);
-        Ok(raw.hex())
+        Ok((raw.hex(), ascending))
     });
     (rx, handle)
 }
+
+/// The reading thread of [`stream_checked_csv`]: the CSV's SHA-1, and whether its keys ascended.
+pub type CheckedStream = tokio::task::JoinHandle<Result<(String, bool)>>;
 
 /// Chunk size of [`stream_checked_csv`].
 const CHUNK: usize = 256 * 1024;

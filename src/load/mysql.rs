@@ -116,12 +116,17 @@ fn load_data_sql(plan: &TablePlan, stage: &str, binary: &[String]) -> String {
 /// The merge: every staged row in order (greatest version last, then the file's order), each
 /// inserted or, for a key already there (in the table or earlier in the stage), updated. The last
 /// write of a key wins, which dedupes a key repeated within a folder as the other targets do.
-fn merge_sql(plan: &TablePlan, stage: &str) -> String {
+///
+/// With `unique_keys` (the reading thread saw the keys strictly increase) no key repeats: the rows go
+/// in the stage's own order (its primary key), with no sort.
+fn merge_sql(plan: &TablePlan, stage: &str, unique_keys: bool) -> String {
     let cols = super::stage_columns(plan);
     let order = match &plan.version_column {
         // As the other targets: the greatest version wins, a missing version over any other.
-        Some(v) => format!("{} IS NULL, {}, gx_row", quote_ident(v), quote_ident(v)),
-        None => "gx_row".to_string(),
+        Some(v) if !unique_keys => {
+            format!("{} IS NULL, {}, gx_row", quote_ident(v), quote_ident(v))
+        }
+        _ => "gx_row".to_string(),
     };
     on_duplicate_key(&upsert_sql(
         plan,
@@ -380,7 +385,7 @@ impl MyTarget {
         let n = conn.affected_rows();
         // A zip entry that cannot be read whole is the folder's fault; it explains a failed LOAD
         // DATA better than the server does.
-        let digest = match hasher.await.context("CSV reader thread failed")? {
+        let (digest, ascending) = match hasher.await.context("CSV reader thread failed")? {
             Ok(d) => d,
             Err(e) => {
                 return Err(LoadRefused::Table {
@@ -415,9 +420,13 @@ impl MyTarget {
         check_loaded_sha1(&entry.folder, plan, &digest)?;
         check_rows(&entry.folder, plan, n, &schema.limits)?;
         checkpoint();
-        db::within_timeout(url, &what, conn.query_drop(merge_sql(plan, stage)))
-            .await?
-            .map_err(content)?;
+        db::within_timeout(
+            url,
+            &what,
+            conn.query_drop(merge_sql(plan, stage, ascending)),
+        )
+        .await?
+        .map_err(content)?;
         let mut gone = None;
         if plan.remove_missing {
             let total: Option<u64> = conn
