@@ -401,6 +401,69 @@ def mariadb_load(work):
     return result
 
 
+def my_source(n):
+    """n simulated interactions in MariaDB (database gim_bench_my_src_<n>, cached)."""
+    db = f"gim_bench_my_src_{n}"
+    done = mysql("mysql", f"select count(*) from information_schema.tables where table_schema = '{db}' "
+                          "and table_name = 'gim_bench_complete'")
+    if done != "1":
+        log(f"simulating {n} interactions into MariaDB {db} (once, cached)")
+        mysql("mysql", f"drop database if exists {db}; create database {db}")
+        run([BIN, "-q", "simulate", "--source", f"{MY}/{db}", "--days", "1",
+             "--interactions-per-day", str(n), "--seed", str(SEED)])
+        mysql(db, "create table gim_bench_complete (x int)")
+    return db
+
+
+def floor_my_export(db, info, work):
+    """mysql --batch of the same rows per table, then zip and sha1sum."""
+    d = os.path.join(work, "myfloor")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    lo, hi = info["from"] + 1, info["to"]
+    lines = ["set -e", f"cd {d}"]
+    for t in info["tables"]:
+        has_update = mysql(db, "select count(*) from information_schema.columns where table_schema = "
+                               f"database() and table_name = '{t}' and column_name = 'update_audit_key'") == "1"
+        cond = f"create_audit_key between {lo} and {hi}"
+        if has_update:
+            cond += f" or update_audit_key between {lo} and {hi}"
+        lines.append(f"mysql -h 127.0.0.1 -P 3306 -u root --batch {db} "
+                     f"-e 'select * from {t} where {cond} order by 1' > {t}.tsv")
+        lines.append(f"sha1sum {t}.tsv > {t}.tsv.sha1")
+    lines.append("zip -q export.zip *.tsv *.tsv.sha1")
+    lines.append("sha1sum export.zip > export.zip.sha1")
+    script = os.path.join(work, "floor_my_export.sh")
+    with open(script, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return run(["bash", script])
+
+
+def mariadb_export(work):
+    """Export of one simulated day (and of two) from MariaDB beside mysql --batch + zip + sha1sum."""
+    result = {}
+    for n in (MY_N, 2 * MY_N):
+        db = my_source(n)
+        out = os.path.join(work, f"my_export_{n}")
+        ours, floor = [], []
+        for _ in range(RUNS):
+            ours.append(ours_export(f"{MY}/{db}", out))
+            info = export_info(out)
+            floor.append(floor_my_export(db, info, work))
+        result[str(n)] = {"rows": info["rows"], "ours_s": median(s for s, _ in ours),
+                          "ours_rss_kib": max(r for _, r in ours),
+                          "floor_s": median(s for s, _ in floor)}
+    return result
+
+
+def print_mariadb_export(m):
+    print("\nMariaDB export beside mysql --batch + zip + sha1sum of the same rows; target <= 0.5x")
+    print(f"{'rows':>10} {'ours s':>8} {'floor s':>8} {'ratio':>6} {'rows/s':>10} {'peak RSS':>9}")
+    for x in m.values():
+        print(f"{x['rows']:>10,} {x['ours_s']:>8.2f} {x['floor_s']:>8.2f} {x['ours_s'] / x['floor_s']:>6.2f} "
+              f"{x['rows'] / x['ours_s']:>10,.0f} {x['ours_rss_kib'] / 1024:>7.0f} MiB")
+
+
 def print_mariadb(m):
     print("\nMariaDB load beside the floor by hand (LOAD DATA LOCAL INFILE + INSERT ... ON DUPLICATE KEY "
           "UPDATE, one transaction); target <= 1.1x")
@@ -454,11 +517,13 @@ def main():
     if ONLY == "mariadb":
         try:
             results["mariadb"] = mariadb_load(work)
+            results["mariadb_export"] = mariadb_export(work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         with open(os.path.join(OUT_DIR, "results_mariadb.json"), "w") as f:
             json.dump(results, f, indent=2)
         print_mariadb(results["mariadb"])
+        print_mariadb_export(results["mariadb_export"])
         return
     if ONLY == "scale":
         try:
@@ -540,6 +605,7 @@ def main():
         results["scale"] = scale_matrix(work)
         results["table_cost"] = table_cost(work)
         results["mariadb"] = mariadb_load(work)
+        results["mariadb_export"] = mariadb_export(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -576,6 +642,7 @@ def print_table(r):
     print_scale(r["scale"])
     print_table_cost(r["table_cost"])
     print_mariadb(r["mariadb"])
+    print_mariadb_export(r["mariadb_export"])
     print(f"\nwrote {os.path.join(OUT_DIR, 'results.json')}")
 
 

@@ -122,7 +122,7 @@ fn bad_flags_name_the_flag() {
     );
     assert!(stderr(&out).contains("--start-date"), "{}", stderr(&out));
     let out = w.run_code(
-        &mut w.command(&["export", "--source", "mysql://x/y"]),
+        &mut w.command(&["export", "--source", "oracle://x/y"]),
         CONFIG,
     );
     assert!(stderr(&out).contains("--source"), "{}", stderr(&out));

@@ -19,7 +19,7 @@ use crate::load::Target;
 /// check prints `ok` or `FAIL` with what to do.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Source Info Mart to check (sqlite://FILE or postgres://USER@HOST/DB): reachable, its
+    /// Source Info Mart to check (sqlite://FILE, postgres://USER@HOST/DB or mysql://USER@HOST/DB (MariaDB too)): reachable, its
     /// CTL_AUDIT_LOG readable, every exportable table readable.
     #[arg(long, env = "GIM_EXPORT_SOURCE")]
     pub source: Option<String>,

@@ -19,7 +19,7 @@ use crate::ops::TableFilter;
 /// not at all; a second run on the same output directory at the same time exits with code 4.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Source Info Mart: sqlite://FILE or postgres://USER@HOST/DB.
+    /// Source Info Mart: sqlite://FILE, postgres://USER@HOST/DB or mysql://USER@HOST/DB (MariaDB too).
     #[arg(
         long,
         env = "GIM_EXPORT_SOURCE",

@@ -359,14 +359,6 @@ pub fn parse_seconds(flag: &str, s: &str) -> Result<i64, ConfigError> {
 pub fn parse_url(flag: &str, s: &str) -> Result<crate::db::DbUrl, ConfigError> {
     let url = crate::db::DbUrl::parse(s)
         .map_err(|e| ConfigError(format!("{flag}: {e}{}", crate::config::origin_note(flag))))?;
-    // MariaDB/MySQL is a load target; the source side (export, status, simulate) comes next.
-    if flag == "--source" && url.dialect() == crate::db::Dialect::Mysql {
-        return Err(ConfigError(format!(
-            "{flag}: {url}: MariaDB/MySQL is supported as a load target (--target), not yet as a \
-             source Info Mart: expected sqlite://FILE or postgres://USER@HOST/DB{}",
-            crate::config::origin_note(flag)
-        )));
-    }
     Ok(url)
 }
 

@@ -14,7 +14,7 @@ use crate::simulate::{self, SimConfig};
 /// finishes after the next one, and a key left in flight at the end. Deterministic from --seed.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Source Info Mart to create or extend: sqlite://FILE or postgres://USER@HOST/DB. Taken from
+    /// Source Info Mart to create or extend: sqlite://FILE, postgres://USER@HOST/DB or mysql://USER@HOST/DB (MariaDB too). Taken from
     /// this flag only, never from GIM_EXPORT_SOURCE or the configuration file, which name the
     /// production Info Mart.
     #[arg(long, default_value = "sqlite://infomart.db")]

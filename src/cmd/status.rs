@@ -24,7 +24,7 @@ pub struct Args {
     /// Directory that holds the export folders.
     #[arg(long, short, env = "GIM_EXPORT_OUTPUT", default_value = "output")]
     pub output: PathBuf,
-    /// Source Info Mart, to measure the lag (sqlite://FILE or postgres://USER@HOST/DB). Without
+    /// Source Info Mart, to measure the lag (sqlite://FILE, postgres://USER@HOST/DB or mysql://USER@HOST/DB (MariaDB too)). Without
     /// it the lag is not measured (status never guesses a source).
     #[arg(long, env = "GIM_EXPORT_SOURCE")]
     pub source: Option<String>,

@@ -443,6 +443,7 @@ pub type CsvChunks = mpsc::Sender<Bytes>;
 pub enum Source {
     Sqlite(sqlite::SqliteSource),
     Postgres(postgres::PgSource),
+    Mysql(mysql::MySource),
 }
 
 impl Source {
@@ -455,14 +456,7 @@ impl Source {
             Dialect::Postgres => {
                 Source::Postgres(postgres::PgSource::connect(url, connections).await?)
             }
-            Dialect::Mysql => {
-                return Err(DbError::Unexportable {
-                    url: url.to_string(),
-                    reason:
-                        "MariaDB/MySQL is supported as a load target; as an export source not yet"
-                            .into(),
-                })
-            }
+            Dialect::Mysql => Source::Mysql(mysql::MySource::connect(url).await?),
         })
     }
 
@@ -470,6 +464,7 @@ impl Source {
         match self {
             Source::Sqlite(s) => &s.url,
             Source::Postgres(s) => &s.url,
+            Source::Mysql(s) => &s.url,
         }
     }
 
@@ -478,6 +473,9 @@ impl Source {
         match self {
             Source::Sqlite(_) => Ok(()),
             Source::Postgres(s) => {
+                within_timeout(&s.url, "starting a snapshot", s.begin_snapshot()).await?
+            }
+            Source::Mysql(s) => {
                 within_timeout(&s.url, "starting a snapshot", s.begin_snapshot()).await?
             }
         }
@@ -492,6 +490,14 @@ impl Source {
         let mut log = match self {
             Source::Sqlite(s) => s.read_audit_log(after, also).await?,
             Source::Postgres(s) => {
+                within_timeout(
+                    &s.url,
+                    "reading CTL_AUDIT_LOG",
+                    s.read_audit_log(after, also),
+                )
+                .await??
+            }
+            Source::Mysql(s) => {
                 within_timeout(
                     &s.url,
                     "reading CTL_AUDIT_LOG",
@@ -522,6 +528,16 @@ impl Source {
             }
             Source::Postgres(s) => {
                 postgres::read_relations(&s.pool, &s.url, "VIEW", views.schema.as_deref()).await?
+            }
+            Source::Mysql(s) => {
+                if views.schema.is_some() {
+                    return Err(crate::cmd::ConfigError(
+                        "--export-views-schema applies to PostgreSQL sources; on MariaDB/MySQL the views are read from the URL's database"
+                            .into(),
+                    )
+                    .into());
+                }
+                s.relations("VIEW").await?
             }
         };
         let mut out = Vec::new();
@@ -559,6 +575,7 @@ impl Source {
             Source::Postgres(s) => {
                 within_timeout(&s.url, "reading the catalog", s.tables()).await??
             }
+            Source::Mysql(s) => within_timeout(&s.url, "reading the catalog", s.tables()).await??,
         };
         tables.sort_by_key(|t| t.lower_name());
         Ok(tables)
@@ -575,6 +592,7 @@ impl Source {
         match self {
             Source::Sqlite(s) => s.copy_rows_csv(table, ranges, out).await,
             Source::Postgres(s) => s.copy_rows_csv(table, ranges, out).await,
+            Source::Mysql(s) => s.copy_rows_csv(table, ranges, out).await,
         }
     }
 
@@ -592,6 +610,7 @@ impl Source {
                 .await
                 .map_err(|e| DbError::query(&s.url, what, e)),
             Source::Postgres(s) => s.count(&sql, &what).await,
+            Source::Mysql(s) => s.count(&sql, &what).await,
         }
     }
 
@@ -600,6 +619,7 @@ impl Source {
         match self {
             Source::Sqlite(s) => s.pool.close().await,
             Source::Postgres(s) => s.close().await,
+            Source::Mysql(s) => s.close().await,
         }
     }
 }

@@ -5,7 +5,11 @@
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
-use super::{Column, ColumnKind, DbError, DbUrl, Table};
+use super::{
+    order_by, quote_ident, window_predicate, Column, ColumnKind, CsvChunks, DbError, DbUrl, Table,
+    CHUNK_BYTES,
+};
+use crate::audit::AuditEntry;
 use crate::schema::SqlType;
 
 /// The session of every connection: ANSI quotes (so the SQL the backends share, with `"name"`
@@ -123,14 +127,24 @@ type CatalogRow = (
 /// Every base table of the connection's database with its columns and primary key. Types are given
 /// in the spelling [`SqlType::mysql`] renders, so the loader compares them with what it would create.
 pub async fn read_tables(conn: &mut Conn, url: &DbUrl) -> Result<Vec<Table>, DbError> {
+    read_relations(conn, url, "BASE TABLE").await
+}
+
+/// [`read_tables`] for relations of `table_type` (`BASE TABLE`, `VIEW`; a view has no key).
+pub async fn read_relations(
+    conn: &mut Conn,
+    url: &DbUrl,
+    table_type: &str,
+) -> Result<Vec<Table>, DbError> {
     let cols: Vec<CatalogRow> = conn
-        .query(
+        .exec(
             "SELECT c.TABLE_NAME, c.COLUMN_NAME, LOWER(c.DATA_TYPE), c.COLUMN_TYPE, \
              c.CHARACTER_MAXIMUM_LENGTH, c.NUMERIC_PRECISION, c.NUMERIC_SCALE \
              FROM information_schema.COLUMNS c JOIN information_schema.TABLES t \
              ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME \
-             WHERE c.TABLE_SCHEMA = DATABASE() AND t.TABLE_TYPE = 'BASE TABLE' \
+             WHERE c.TABLE_SCHEMA = DATABASE() AND t.TABLE_TYPE = ? \
              ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION",
+            (table_type.to_string(),),
         )
         .await
         .map_err(|e| error(url, "reading the catalog", e))?;
@@ -200,4 +214,232 @@ pub async fn read_tables(conn: &mut Conn, url: &DbUrl) -> Result<Vec<Table>, DbE
         }
     }
     Ok(tables)
+}
+
+/// A MariaDB/MySQL source Info Mart, read-only: one connection in one consistent snapshot
+/// (`START TRANSACTION WITH CONSISTENT SNAPSHOT`, `REPEATABLE READ`, read only) for the audit log and
+/// every table. MariaDB has no snapshot that other sessions can join, so tables are read one after
+/// the other on that connection; rows stream in key order through the text protocol, never a table in
+/// memory, and are written as the other sources write them (same bytes for the same history).
+pub struct MySource {
+    pub(crate) url: DbUrl,
+    conn: tokio::sync::Mutex<Conn>,
+}
+
+impl MySource {
+    pub async fn connect(url: &DbUrl) -> Result<Self, DbError> {
+        Ok(MySource {
+            url: url.clone(),
+            conn: tokio::sync::Mutex::new(connect(url).await?),
+        })
+    }
+
+    /// Ends the previous snapshot and starts a new one.
+    pub async fn begin_snapshot(&self) -> Result<(), DbError> {
+        let mut conn = self.conn.lock().await;
+        let err = |e| error(&self.url, "starting a snapshot", e);
+        conn.query_drop("ROLLBACK").await.map_err(err)?;
+        conn.query_drop("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .await
+            .map_err(err)?;
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    pub async fn read_audit_log(
+        &self,
+        after: i64,
+        also: &[i64],
+    ) -> Result<Vec<AuditEntry>, DbError> {
+        let mut conn = self.conn.lock().await;
+        let err = |e| error(&self.url, "reading CTL_AUDIT_LOG", e);
+        let table: Option<String> = conn
+            .query_first(
+                "SELECT TABLE_NAME FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = DATABASE() AND LOWER(TABLE_NAME) = 'ctl_audit_log'",
+            )
+            .await
+            .map_err(err)?;
+        let Some(table) = table else {
+            return Err(DbError::NoAuditLog {
+                url: self.url.to_string(),
+            });
+        };
+        let also = if also.is_empty() {
+            String::new()
+        } else {
+            let keys: Vec<String> = also.iter().map(i64::to_string).collect();
+            format!(" OR audit_key IN ({})", keys.join(","))
+        };
+        let rows: Vec<(i64, i64, Option<i64>, Option<i64>)> = conn
+            .query(format!(
+                "SELECT CAST(audit_key AS SIGNED), CAST(created_ts AS SIGNED), \
+                 CAST(UNIX_TIMESTAMP(inserted) AS SIGNED), CAST(max_chunk_ts AS SIGNED) \
+                 FROM {} WHERE audit_key > {after}{also} ORDER BY audit_key",
+                quote_ident(&table)
+            ))
+            .await
+            .map_err(err)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(audit_key, created_ts, inserted_ts, max_chunk_ts)| AuditEntry {
+                    audit_key,
+                    created_ts,
+                    inserted_ts,
+                    max_chunk_ts,
+                },
+            )
+            .collect())
+    }
+
+    pub async fn tables(&self) -> Result<Vec<Table>, DbError> {
+        read_tables(&mut *self.conn.lock().await, &self.url).await
+    }
+
+    pub async fn relations(&self, table_type: &str) -> Result<Vec<Table>, DbError> {
+        read_relations(&mut *self.conn.lock().await, &self.url, table_type).await
+    }
+
+    pub async fn copy_rows_csv(
+        &self,
+        table: &Table,
+        ranges: &[(i64, i64)],
+        out: &CsvChunks,
+    ) -> Result<(), DbError> {
+        let what = format!("reading table {}", table.name);
+        let cols: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} ORDER BY {}",
+            cols.join(", "),
+            table.relation(),
+            window_predicate(table, ranges),
+            order_by(table)
+        );
+        // How each column's text is written: as it comes, as hex (binary), or as a time whose zero
+        // fraction PostgreSQL would not print.
+        let shapes: Vec<Shape> = table
+            .columns
+            .iter()
+            .map(|c| {
+                let t = c.sql_type.to_ascii_uppercase();
+                if c.kind == ColumnKind::Binary {
+                    Shape::Hex
+                } else if t.starts_with("DATETIME") || t.starts_with("TIMESTAMP") {
+                    Shape::Time
+                } else {
+                    Shape::Plain
+                }
+            })
+            .collect();
+        let mut conn = self.conn.lock().await;
+        let mut result = super::within_timeout(&self.url, &what, conn.query_iter(sql))
+            .await?
+            .map_err(|e| error(&self.url, &what, e))?;
+        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_BYTES + 4096);
+        let mut hex = Vec::new();
+        while let Some(row) = super::within_timeout(&self.url, &what, result.next())
+            .await?
+            .map_err(|e| error(&self.url, &what, e))?
+        {
+            for (i, shape) in shapes.iter().enumerate() {
+                let field: &[u8] = match row.as_ref(i) {
+                    Some(mysql_async::Value::Bytes(b)) => b,
+                    _ => b"",
+                };
+                let field = match shape {
+                    Shape::Plain => field,
+                    Shape::Time => trim_zero_fraction(field),
+                    Shape::Hex if field.is_empty() => field,
+                    Shape::Hex => {
+                        hex.clear();
+                        hex.extend_from_slice(b"\\x");
+                        for b in field {
+                            hex.extend_from_slice(format!("{b:02x}").as_bytes());
+                        }
+                        &hex
+                    }
+                };
+                crate::format::push_csv_field(&mut buf, field, i == 0);
+            }
+            buf.push(b'\n');
+            if buf.len() >= CHUNK_BYTES {
+                let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_BYTES + 4096));
+                if out.send(bytes::Bytes::from(full)).await.is_err() {
+                    // The writer stopped (it reports its own error); the rest is read and dropped.
+                    break;
+                }
+            }
+        }
+        drop(result);
+        if !buf.is_empty() {
+            let _ = out.send(bytes::Bytes::from(buf)).await;
+        }
+        Ok(())
+    }
+
+    pub async fn count(&self, sql: &str, what: &str) -> Result<i64, DbError> {
+        let n: Option<i64> = self
+            .conn
+            .lock()
+            .await
+            .query_first(sql)
+            .await
+            .map_err(|e| error(&self.url, what, e))?;
+        Ok(n.unwrap_or(0))
+    }
+
+    pub async fn close(self) {
+        let mut conn = self.conn.into_inner();
+        let _ = conn.query_drop("ROLLBACK").await;
+        let _ = conn.disconnect().await;
+    }
+}
+
+enum Shape {
+    Plain,
+    Time,
+    Hex,
+}
+
+/// `2024-01-01 10:00:00.000` as PostgreSQL prints it: `2024-01-01 10:00:00` (fraction without its
+/// trailing zeros, none when it is zero).
+fn trim_zero_fraction(v: &[u8]) -> &[u8] {
+    let Some(dot) = v.iter().rposition(|&b| b == b'.') else {
+        return v;
+    };
+    if !v[dot + 1..].iter().all(u8::is_ascii_digit) {
+        return v;
+    }
+    let mut end = v.len();
+    while end > dot + 1 && v[end - 1] == b'0' {
+        end -= 1;
+    }
+    if end == dot + 1 {
+        end = dot;
+    }
+    &v[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_print_as_postgresql_prints_them() {
+        assert_eq!(
+            trim_zero_fraction(b"2024-01-01 10:00:00.000"),
+            b"2024-01-01 10:00:00"
+        );
+        assert_eq!(
+            trim_zero_fraction(b"2024-01-01 10:00:00.120"),
+            b"2024-01-01 10:00:00.12"
+        );
+        assert_eq!(
+            trim_zero_fraction(b"2024-01-01 10:00:00"),
+            b"2024-01-01 10:00:00"
+        );
+    }
 }

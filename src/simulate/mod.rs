@@ -1113,12 +1113,15 @@ impl Simulator {
 
     /// The in-flight key's last changes, written when it finally settles: it fills in the user data
     /// of the newest interactions, which the higher keys after it created.
+    /// (The newest rows through a derived table: MariaDB refuses `LIMIT` in an `IN` subquery, and a
+    /// subquery on the table being updated.)
     fn finish_in_flight(&mut self, key: i64, w: &mut RunWork) {
         w.statement(
             format!(
                 "UPDATE IRF_USER_DATA_CUST_1 SET CUSTOM_DATA_16 = 'reviewed, late', UPDATE_AUDIT_KEY = {key} \
-                 WHERE INTERACTION_RESOURCE_ID IN (SELECT INTERACTION_RESOURCE_ID FROM IRF_USER_DATA_CUST_1 \
-                 WHERE CREATE_AUDIT_KEY > {key} ORDER BY INTERACTION_RESOURCE_ID DESC LIMIT 3)"
+                 WHERE INTERACTION_RESOURCE_ID IN (SELECT gx.INTERACTION_RESOURCE_ID FROM \
+                 (SELECT INTERACTION_RESOURCE_ID FROM IRF_USER_DATA_CUST_1 WHERE CREATE_AUDIT_KEY > {key} \
+                 ORDER BY INTERACTION_RESOURCE_ID DESC LIMIT 3) gx)"
             ),
             3,
         );

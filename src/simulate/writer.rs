@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::str::FromStr;
 
 use anyhow::{Context, Result};
+use mysql_async::prelude::Queryable;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::Row;
 use sqlx::{Postgres, Sqlite, Transaction};
@@ -142,6 +143,115 @@ fn update_statements(work: &RunWork) -> Vec<String> {
     out
 }
 
+/// [`update_statements`] for MariaDB/MySQL, which has no `UPDATE ... FROM (VALUES ...)`:
+/// `UPDATE t JOIN (SELECT ... UNION ALL SELECT ...) v ON t.key = v.c1 SET t.c = v.c2, ...`.
+fn mysql_update_statements(work: &RunWork) -> Vec<String> {
+    let mut out = Vec::new();
+    for (table, batch) in &work.updates {
+        let sets: Vec<String> = batch
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{table}.{c} = v.c{}", i + 2))
+            .collect();
+        for rows in batch.rows.chunks(ROWS_PER_STATEMENT) {
+            let mut values = String::new();
+            for (i, row) in rows.iter().enumerate() {
+                values.push_str(if i == 0 {
+                    "SELECT "
+                } else {
+                    " UNION ALL SELECT "
+                });
+                for (j, v) in row.iter().enumerate() {
+                    if j > 0 {
+                        values.push(',');
+                    }
+                    push_literal(&mut values, v);
+                    if i == 0 {
+                        let _ = write!(values, " AS c{}", j + 1);
+                    }
+                }
+            }
+            out.push(format!(
+                "UPDATE {table} JOIN ({values}) AS v ON {table}.{} = v.c1 SET {}",
+                batch.key,
+                sets.join(", ")
+            ));
+        }
+    }
+    out.extend(work.statements.iter().cloned());
+    out
+}
+
+/// The simulator's SQL names tables in upper case, as GIM's documents do; MariaDB/MySQL table names
+/// are case-sensitive on Linux and the schema's are lower case.
+fn lower_table_names(sql: &str) -> String {
+    let tables = &crate::schema::simulated().tables;
+    let mut out = String::with_capacity(sql.len());
+    let mut word = String::new();
+    let mut quoted = false;
+    let flush = |word: &mut String, out: &mut String| {
+        let lower = word.to_ascii_lowercase();
+        if *word != lower && (lower == "ctl_audit_log" || tables.iter().any(|t| t.name == lower)) {
+            out.push_str(&lower);
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in sql.chars() {
+        if !quoted && (c.is_ascii_alphanumeric() || c == '_') {
+            word.push(c);
+            continue;
+        }
+        flush(&mut word, &mut out);
+        if c == '\'' {
+            // A doubled quote inside a literal closes and reopens it: the state stays right.
+            quoted = !quoted;
+        }
+        out.push(c);
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+/// The simulated source schema for MariaDB/MySQL, from the PostgreSQL script: each column's type in
+/// the MariaDB spelling (a `varchar` over 255 characters as TEXT, for InnoDB's row size), tables
+/// InnoDB in utf8mb4 with a binary collation.
+fn mysql_schema() -> String {
+    let mut out = String::new();
+    for line in POSTGRES_SCHEMA.lines() {
+        let trimmed = line.trim_start();
+        let is_column =
+            line.starts_with("    ") && !trimmed.starts_with("--") && !trimmed.is_empty();
+        if is_column {
+            let mut parts = trimmed.splitn(3, char::is_whitespace);
+            let name = parts.next().unwrap_or_default();
+            let rest = parts.collect::<Vec<_>>().join(" ");
+            let rest = rest.trim_start();
+            let (ty, tail) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            let (ty, comma) = match ty.strip_suffix(',') {
+                Some(t) => (t, ","),
+                None => (ty, ""),
+            };
+            let my = ty
+                .parse::<crate::schema::SqlType>()
+                .map(|t| match ty {
+                    "timestamp(3)" => "DATETIME(3)".to_string(),
+                    _ => t.mysql(),
+                })
+                .unwrap_or_else(|_| ty.to_string());
+            out.push_str(&format!("    {name} {my}{comma} {tail}\n"));
+        } else if line.starts_with(");") {
+            out.push_str(") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;\n");
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// What the database already holds, for continuing the history.
 pub struct History {
     pub max_audit_key: i64,
@@ -155,6 +265,9 @@ pub struct History {
 pub enum SimDb {
     Sqlite(DbUrl, Mutex<Transaction<'static, Sqlite>>),
     Postgres(DbUrl, Mutex<Transaction<'static, Postgres>>),
+    /// MariaDB/MySQL: one connection in one transaction (its DDL commits by itself: the schema of a
+    /// failed call stays, empty).
+    Mysql(DbUrl, Mutex<mysql_async::Conn>),
 }
 
 macro_rules! in_transaction {
@@ -197,13 +310,11 @@ impl SimDb {
                 SimDb::Postgres(url.clone(), Mutex::new(tx))
             }
             Dialect::Mysql => {
-                return Err(DbError::Unexportable {
-                    url: url.to_string(),
-                    reason:
-                        "simulate writes SQLite and PostgreSQL Info Marts; MariaDB/MySQL not yet"
-                            .into(),
-                }
-                .into())
+                let mut conn = db::mysql::connect(url).await?;
+                conn.query_drop("START TRANSACTION")
+                    .await
+                    .map_err(|e| db::mysql::error(url, "starting a transaction", e))?;
+                SimDb::Mysql(url.clone(), Mutex::new(conn))
             }
         })
     }
@@ -221,12 +332,20 @@ impl SimDb {
                 .commit()
                 .await
                 .map_err(|e| DbError::query(&url, "committing", e)),
+            SimDb::Mysql(url, conn) => {
+                let mut conn = conn.into_inner();
+                conn.query_drop("COMMIT")
+                    .await
+                    .map_err(|e| db::mysql::error(&url, "committing", e))?;
+                let _ = conn.disconnect().await;
+                Ok(())
+            }
         }
     }
 
     fn url(&self) -> &DbUrl {
         match self {
-            SimDb::Sqlite(u, _) | SimDb::Postgres(u, _) => u,
+            SimDb::Sqlite(u, _) | SimDb::Postgres(u, _) | SimDb::Mysql(u, _) => u,
         }
     }
 
@@ -235,16 +354,25 @@ impl SimDb {
         match self {
             SimDb::Sqlite(url, tx) => in_transaction!(tx, url, statements),
             SimDb::Postgres(url, tx) => in_transaction!(tx, url, statements),
+            SimDb::Mysql(url, conn) => {
+                let mut conn = conn.lock().await;
+                for sql in statements {
+                    conn.query_drop(lower_table_names(sql))
+                        .await
+                        .map_err(|e| db::mysql::error(url, "writing simulated rows", e))?;
+                }
+            }
         }
         Ok(())
     }
 
     pub async fn create_schema(&self) -> Result<()> {
         let script = match self {
-            SimDb::Sqlite(..) => SQLITE_SCHEMA,
-            SimDb::Postgres(..) => POSTGRES_SCHEMA,
+            SimDb::Sqlite(..) => SQLITE_SCHEMA.to_string(),
+            SimDb::Postgres(..) => POSTGRES_SCHEMA.to_string(),
+            SimDb::Mysql(..) => mysql_schema(),
         };
-        self.execute(&[script.to_string()])
+        self.execute(&[script])
             .await
             .with_context(|| format!("creating the source schema in {}", self.url()))
     }
@@ -381,6 +509,24 @@ impl SimDb {
         match self {
             SimDb::Sqlite(_, tx) => fetch!(tx),
             SimDb::Postgres(_, tx) => fetch!(tx),
+            SimDb::Mysql(url, conn) => {
+                let sql = lower_table_names(&sql.replace(" AS BIGINT)", " AS SIGNED)"));
+                let rows: Vec<mysql_async::Row> = conn
+                    .lock()
+                    .await
+                    .query(sql)
+                    .await
+                    .map_err(|e| db::mysql::error(url, "reading the simulated history", e))?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| {
+                        r.unwrap()
+                            .into_iter()
+                            .map(|v| mysql_async::from_value_opt::<Option<i64>>(v).ok().flatten())
+                            .collect()
+                    })
+                    .collect())
+            }
         }
     }
 
@@ -412,6 +558,10 @@ impl SimDb {
             SimDb::Postgres(..) => format!(
                 "SELECT COUNT(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                  WHERE n.nspname = current_schema() AND lower(c.relname) = '{name}' AND c.relkind IN ('r', 'p')"
+            ),
+            SimDb::Mysql(..) => format!(
+                "SELECT COUNT(*) FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = DATABASE() AND LOWER(TABLE_NAME) = '{name}'"
             ),
         };
         let rows = self.ints(&sql).await?;
@@ -460,8 +610,21 @@ impl SimDb {
             work.max_ts.map(|t| t.to_string()).unwrap_or_else(|| "NULL".into()),
             work.rows
         );
-        let updates = update_statements(work);
+        let updates = match self {
+            SimDb::Mysql(..) => mysql_update_statements(work),
+            _ => update_statements(work),
+        };
         match self {
+            SimDb::Mysql(..) => {
+                let mut stmts = vec![audit];
+                for (table, batch) in &work.inserts {
+                    for rows in batch.rows.chunks(ROWS_PER_STATEMENT) {
+                        stmts.push(insert_sql(table, batch.columns, rows));
+                    }
+                }
+                stmts.extend(updates);
+                self.execute(&stmts).await?;
+            }
             SimDb::Sqlite(url, tx) => {
                 let mut stmts = vec![audit];
                 for (table, batch) in &work.inserts {
@@ -502,12 +665,28 @@ impl SimDb {
 
     /// Finishes an in-flight key: its last changes, then INSERTED.
     pub(super) async fn settle(&self, key: i64, inserted_ts: i64, work: &RunWork) -> Result<()> {
-        let mut stmts = update_statements(work);
+        let mut stmts = match self {
+            SimDb::Mysql(..) => mysql_update_statements(work),
+            _ => update_statements(work),
+        };
         stmts.push(format!(
             "UPDATE CTL_AUDIT_LOG SET INSERTED = '{}' WHERE AUDIT_KEY = {key}",
             timestamp_text(inserted_ts)
         ));
         self.execute(&stmts).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn table_names_are_lowered_outside_literals_only() {
+        assert_eq!(
+            super::lower_table_names(
+                "UPDATE CTL_AUDIT_LOG SET X = 'TENANT''s CTL_AUDIT_LOG' WHERE TENANT_KEY = 1"
+            ),
+            "UPDATE ctl_audit_log SET X = 'TENANT''s CTL_AUDIT_LOG' WHERE TENANT_KEY = 1"
+        );
     }
 }
