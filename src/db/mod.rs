@@ -439,46 +439,56 @@ pub fn order_by(table: &Table) -> String {
 /// Where a table's CSV bytes go: a bounded channel to the thread that hashes and compresses them.
 pub type CsvChunks = mpsc::Sender<Bytes>;
 
-/// A source Info Mart, read-only.
-pub enum Source {
-    Sqlite(sqlite::SqliteSource),
-    Postgres(postgres::PgSource),
-    Mysql(mysql::MySource),
+/// What a source Info Mart must answer for the exporter. One implementation per backend, one file
+/// each (`db/<backend>.rs`); [`Source::connect`] is the registry that picks one by URL. Dialect
+/// differences (catalog queries, snapshots, how rows leave the server) live in the backend.
+#[async_trait::async_trait]
+pub trait SourceDb: Send + Sync {
+    fn url(&self) -> &DbUrl;
+    /// Pins one consistent view of the database for the audit log and every table (ending the
+    /// previous one); a backend whose reads are consistent by themselves does nothing.
+    async fn begin_snapshot(&self) -> Result<(), DbError>;
+    /// Audit log entries with a key above `after`, plus the listed `also` keys.
+    async fn read_audit_log(&self, after: i64, also: &[i64]) -> Result<Vec<AuditEntry>, DbError>;
+    /// Every table with its columns and primary key.
+    async fn tables(&self) -> Result<Vec<Table>, DbError>;
+    /// Every view (for `--use-export-views`), in `schema` where the backend has schemas.
+    async fn views(&self, schema: Option<&str>) -> anyhow::Result<Vec<Table>>;
+    /// Streams the rows of `table` changed by the keys in `ranges`, in primary-key order, as CSV
+    /// records (no header) into `out`. NULL and empty text are both written as an empty field.
+    async fn copy_rows_csv(
+        &self,
+        table: &Table,
+        ranges: &[(i64, i64)],
+        out: &CsvChunks,
+    ) -> Result<(), DbError>;
+    /// The one integer `sql` returns.
+    async fn count(&self, sql: &str, what: &str) -> Result<i64, DbError>;
+    /// Releases the snapshot and the connections.
+    async fn close(self: Box<Self>);
 }
 
+/// A source Info Mart, read-only: one of the backends.
+pub struct Source(Box<dyn SourceDb>);
+
 impl Source {
-    /// Connects with room for `connections` concurrent table readers.
+    /// The registry of source backends: the one for the URL's dialect, connected with room for
+    /// `connections` concurrent table readers.
     pub async fn connect(url: &DbUrl, connections: u32) -> Result<Source, DbError> {
-        Ok(match url.dialect() {
-            Dialect::Sqlite => {
-                Source::Sqlite(sqlite::SqliteSource::connect(url, connections).await?)
-            }
-            Dialect::Postgres => {
-                Source::Postgres(postgres::PgSource::connect(url, connections).await?)
-            }
-            Dialect::Mysql => Source::Mysql(mysql::MySource::connect(url).await?),
-        })
+        Ok(Source(match url.dialect() {
+            Dialect::Sqlite => Box::new(sqlite::SqliteSource::connect(url, connections).await?),
+            Dialect::Postgres => Box::new(postgres::PgSource::connect(url, connections).await?),
+            Dialect::Mysql => Box::new(mysql::MySource::connect(url).await?),
+        }))
     }
 
     pub fn url(&self) -> &DbUrl {
-        match self {
-            Source::Sqlite(s) => &s.url,
-            Source::Postgres(s) => &s.url,
-            Source::Mysql(s) => &s.url,
-        }
+        self.0.url()
     }
 
-    /// Pins one consistent view of the database for the audit log and every table (PostgreSQL).
+    /// Pins one consistent view of the database for the audit log and every table.
     pub async fn begin_snapshot(&self) -> Result<(), DbError> {
-        match self {
-            Source::Sqlite(_) => Ok(()),
-            Source::Postgres(s) => {
-                within_timeout(&s.url, "starting a snapshot", s.begin_snapshot()).await?
-            }
-            Source::Mysql(s) => {
-                within_timeout(&s.url, "starting a snapshot", s.begin_snapshot()).await?
-            }
-        }
+        within_timeout(self.url(), "starting a snapshot", self.0.begin_snapshot()).await?
     }
 
     /// Audit log entries with a key above `after`, plus the listed `also` keys, sorted by key.
@@ -487,25 +497,12 @@ impl Source {
         after: i64,
         also: &[i64],
     ) -> Result<Vec<AuditEntry>, DbError> {
-        let mut log = match self {
-            Source::Sqlite(s) => s.read_audit_log(after, also).await?,
-            Source::Postgres(s) => {
-                within_timeout(
-                    &s.url,
-                    "reading CTL_AUDIT_LOG",
-                    s.read_audit_log(after, also),
-                )
-                .await??
-            }
-            Source::Mysql(s) => {
-                within_timeout(
-                    &s.url,
-                    "reading CTL_AUDIT_LOG",
-                    s.read_audit_log(after, also),
-                )
-                .await??
-            }
-        };
+        let mut log = within_timeout(
+            self.url(),
+            "reading CTL_AUDIT_LOG",
+            self.0.read_audit_log(after, also),
+        )
+        .await??;
         log.sort_by_key(|e| e.audit_key);
         log.dedup_by_key(|e| e.audit_key);
         Ok(log)
@@ -515,31 +512,7 @@ impl Source {
     /// prefix + name (any case), the view's columns, the table's primary key, read from the view.
     pub async fn export_view_tables(&self, views: &ExportViews) -> anyhow::Result<Vec<Table>> {
         let base = self.tables().await?;
-        let found = match self {
-            Source::Sqlite(s) => {
-                if views.schema.is_some() {
-                    return Err(crate::cmd::ConfigError(
-                        "--export-views-schema applies to PostgreSQL sources; SQLite has one schema"
-                            .into(),
-                    )
-                    .into());
-                }
-                sqlite::read_relations(&s.pool, &s.url, "view").await?
-            }
-            Source::Postgres(s) => {
-                postgres::read_relations(&s.pool, &s.url, "VIEW", views.schema.as_deref()).await?
-            }
-            Source::Mysql(s) => {
-                if views.schema.is_some() {
-                    return Err(crate::cmd::ConfigError(
-                        "--export-views-schema applies to PostgreSQL sources; on MariaDB/MySQL the views are read from the URL's database"
-                            .into(),
-                    )
-                    .into());
-                }
-                s.relations("VIEW").await?
-            }
-        };
+        let found = self.0.views(views.schema.as_deref()).await?;
         let mut out = Vec::new();
         for t in base.iter().filter(|t| t.is_exportable()) {
             let want = format!("{}{}", views.prefix, t.name).to_ascii_lowercase();
@@ -570,30 +543,20 @@ impl Source {
 
     /// Every table of the source schema with its columns and primary key, sorted by lower-case name.
     pub async fn tables(&self) -> Result<Vec<Table>, DbError> {
-        let mut tables = match self {
-            Source::Sqlite(s) => s.tables().await?,
-            Source::Postgres(s) => {
-                within_timeout(&s.url, "reading the catalog", s.tables()).await??
-            }
-            Source::Mysql(s) => within_timeout(&s.url, "reading the catalog", s.tables()).await??,
-        };
+        let mut tables =
+            within_timeout(self.url(), "reading the catalog", self.0.tables()).await??;
         tables.sort_by_key(|t| t.lower_name());
         Ok(tables)
     }
 
-    /// Streams the rows of `table` changed by the keys in `ranges`, in primary-key order, as CSV
-    /// records (no header) into `out`. NULL and empty text are both written as an empty field.
+    /// Streams the rows of `table` changed by the keys in `ranges` (see [`SourceDb::copy_rows_csv`]).
     pub async fn copy_rows_csv(
         &self,
         table: &Table,
         ranges: &[(i64, i64)],
         out: &CsvChunks,
     ) -> Result<(), DbError> {
-        match self {
-            Source::Sqlite(s) => s.copy_rows_csv(table, ranges, out).await,
-            Source::Postgres(s) => s.copy_rows_csv(table, ranges, out).await,
-            Source::Mysql(s) => s.copy_rows_csv(table, ranges, out).await,
-        }
+        self.0.copy_rows_csv(table, ranges, out).await
     }
 
     /// How many rows of `table` the keys in `ranges` changed (for `--dry-run`).
@@ -603,24 +566,14 @@ impl Source {
             table.relation(),
             window_predicate(table, ranges)
         );
-        let what = format!("counting rows of {}", table.name);
-        match self {
-            Source::Sqlite(s) => sqlx::query_scalar(&sql)
-                .fetch_one(&s.pool)
-                .await
-                .map_err(|e| DbError::query(&s.url, what, e)),
-            Source::Postgres(s) => s.count(&sql, &what).await,
-            Source::Mysql(s) => s.count(&sql, &what).await,
-        }
+        self.0
+            .count(&sql, &format!("counting rows of {}", table.name))
+            .await
     }
 
     /// Releases the snapshot and the connections.
     pub async fn close(self) {
-        match self {
-            Source::Sqlite(s) => s.pool.close().await,
-            Source::Postgres(s) => s.close().await,
-            Source::Mysql(s) => s.close().await,
-        }
+        self.0.close().await
     }
 }
 

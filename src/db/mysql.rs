@@ -233,9 +233,27 @@ impl MySource {
             conn: tokio::sync::Mutex::new(connect(url).await?),
         })
     }
+}
+
+#[async_trait::async_trait]
+impl super::SourceDb for MySource {
+    fn url(&self) -> &DbUrl {
+        &self.url
+    }
+
+    async fn views(&self, schema: Option<&str>) -> anyhow::Result<Vec<Table>> {
+        if schema.is_some() {
+            return Err(crate::cmd::ConfigError(
+                "--export-views-schema applies to PostgreSQL sources; on MariaDB/MySQL the views are read from the URL's database"
+                    .into(),
+            )
+            .into());
+        }
+        Ok(read_relations(&mut *self.conn.lock().await, &self.url, "VIEW").await?)
+    }
 
     /// Ends the previous snapshot and starts a new one.
-    pub async fn begin_snapshot(&self) -> Result<(), DbError> {
+    async fn begin_snapshot(&self) -> Result<(), DbError> {
         let mut conn = self.conn.lock().await;
         let err = |e| error(&self.url, "starting a snapshot", e);
         conn.query_drop("ROLLBACK").await.map_err(err)?;
@@ -248,11 +266,7 @@ impl MySource {
         Ok(())
     }
 
-    pub async fn read_audit_log(
-        &self,
-        after: i64,
-        also: &[i64],
-    ) -> Result<Vec<AuditEntry>, DbError> {
+    async fn read_audit_log(&self, after: i64, also: &[i64]) -> Result<Vec<AuditEntry>, DbError> {
         let mut conn = self.conn.lock().await;
         let err = |e| error(&self.url, "reading CTL_AUDIT_LOG", e);
         let table: Option<String> = conn
@@ -295,15 +309,11 @@ impl MySource {
             .collect())
     }
 
-    pub async fn tables(&self) -> Result<Vec<Table>, DbError> {
+    async fn tables(&self) -> Result<Vec<Table>, DbError> {
         read_tables(&mut *self.conn.lock().await, &self.url).await
     }
 
-    pub async fn relations(&self, table_type: &str) -> Result<Vec<Table>, DbError> {
-        read_relations(&mut *self.conn.lock().await, &self.url, table_type).await
-    }
-
-    pub async fn copy_rows_csv(
+    async fn copy_rows_csv(
         &self,
         table: &Table,
         ranges: &[(i64, i64)],
@@ -380,7 +390,7 @@ impl MySource {
         Ok(())
     }
 
-    pub async fn count(&self, sql: &str, what: &str) -> Result<i64, DbError> {
+    async fn count(&self, sql: &str, what: &str) -> Result<i64, DbError> {
         let n: Option<i64> = self
             .conn
             .lock()
@@ -391,7 +401,7 @@ impl MySource {
         Ok(n.unwrap_or(0))
     }
 
-    pub async fn close(self) {
+    async fn close(self: Box<Self>) {
         let mut conn = self.conn.into_inner();
         let _ = conn.query_drop("ROLLBACK").await;
         let _ = conn.disconnect().await;

@@ -75,9 +75,20 @@ impl PgSource {
             snapshot_id: Default::default(),
         })
     }
+}
+
+#[async_trait::async_trait]
+impl super::SourceDb for PgSource {
+    fn url(&self) -> &DbUrl {
+        &self.url
+    }
+
+    async fn views(&self, schema: Option<&str>) -> anyhow::Result<Vec<Table>> {
+        Ok(read_relations(&self.pool, &self.url, "VIEW", schema).await?)
+    }
 
     /// Starts a new snapshot (ending the previous one) that the audit log and every table are read in.
-    pub async fn begin_snapshot(&self) -> Result<(), DbError> {
+    async fn begin_snapshot(&self) -> Result<(), DbError> {
         let err = |e| DbError::query(&self.url, "starting a snapshot", e);
         let mut slot = self.snapshot_conn.lock().await;
         if let Some(mut old) = slot.take() {
@@ -96,11 +107,7 @@ impl PgSource {
         Ok(())
     }
 
-    pub async fn read_audit_log(
-        &self,
-        after: i64,
-        also: &[i64],
-    ) -> Result<Vec<AuditEntry>, DbError> {
+    async fn read_audit_log(&self, after: i64, also: &[i64]) -> Result<Vec<AuditEntry>, DbError> {
         let url = self.url.clone();
         let err = move |e| DbError::query(&url, "reading CTL_AUDIT_LOG", e);
         let exists: Option<String> = sqlx::query_scalar(
@@ -141,11 +148,11 @@ impl PgSource {
             .map_err(err)
     }
 
-    pub async fn tables(&self) -> Result<Vec<Table>, DbError> {
+    async fn tables(&self) -> Result<Vec<Table>, DbError> {
         read_tables(&self.pool, &self.url).await
     }
 
-    pub async fn copy_rows_csv(
+    async fn copy_rows_csv(
         &self,
         table: &Table,
         ranges: &[(i64, i64)],
@@ -205,14 +212,14 @@ impl PgSource {
         Ok(())
     }
 
-    pub async fn count(&self, sql: &str, what: &str) -> Result<i64, DbError> {
+    async fn count(&self, sql: &str, what: &str) -> Result<i64, DbError> {
         sqlx::query_scalar(sql)
             .fetch_one(&self.pool)
             .await
             .map_err(|e| DbError::query(&self.url, what, e))
     }
 
-    pub async fn close(self) {
+    async fn close(self: Box<Self>) {
         if let Some(mut conn) = self.snapshot_conn.lock().await.take() {
             let _ = conn.execute("ROLLBACK").await;
         }

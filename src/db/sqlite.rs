@@ -45,12 +45,40 @@ impl SqliteSource {
             readers: Default::default(),
         })
     }
+}
 
-    pub async fn read_audit_log(
-        &self,
-        after: i64,
-        also: &[i64],
-    ) -> Result<Vec<AuditEntry>, DbError> {
+#[async_trait::async_trait]
+impl super::SourceDb for SqliteSource {
+    fn url(&self) -> &DbUrl {
+        &self.url
+    }
+
+    async fn begin_snapshot(&self) -> Result<(), DbError> {
+        Ok(())
+    }
+
+    async fn views(&self, schema: Option<&str>) -> anyhow::Result<Vec<Table>> {
+        if schema.is_some() {
+            return Err(crate::cmd::ConfigError(
+                "--export-views-schema applies to PostgreSQL sources; SQLite has one schema".into(),
+            )
+            .into());
+        }
+        Ok(read_relations(&self.pool, &self.url, "view").await?)
+    }
+
+    async fn count(&self, sql: &str, what: &str) -> Result<i64, DbError> {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| DbError::query(&self.url, what, e))
+    }
+
+    async fn close(self: Box<Self>) {
+        self.pool.close().await
+    }
+
+    async fn read_audit_log(&self, after: i64, also: &[i64]) -> Result<Vec<AuditEntry>, DbError> {
         let exists: Option<String> = sqlx::query_scalar(
             "SELECT name FROM sqlite_master WHERE type IN ('table','view') AND lower(name) = 'ctl_audit_log'",
         )
@@ -95,13 +123,13 @@ impl SqliteSource {
             .map_err(|e| DbError::query(&self.url, "reading CTL_AUDIT_LOG", e))
     }
 
-    pub async fn tables(&self) -> Result<Vec<Table>, DbError> {
+    async fn tables(&self) -> Result<Vec<Table>, DbError> {
         read_tables(&self.pool, &self.url).await
     }
 
     /// Streams the rows through a blocking rusqlite cursor on its own thread: sqlx-sqlite hands
     /// every row across a channel from its worker, several times the cost of reading it here.
-    pub async fn copy_rows_csv(
+    async fn copy_rows_csv(
         &self,
         table: &Table,
         ranges: &[(i64, i64)],
