@@ -672,3 +672,54 @@ pub fn kill(signal: &str, pid: u32) {
         .unwrap()
         .success());
 }
+
+/// One simulated day (40 interactions, seed 5) exported from SQLite as one folder: the workdir, the
+/// source URL and the folder's path.
+pub fn one_folder(tag: &str) -> (Workdir, String, PathBuf) {
+    let w = Workdir::new(tag);
+    let src = w.sqlite_url("im.db");
+    simulate(&w, &src, 1, 40, 5);
+    w.run(&["export", "--source", &src, "--output", "out"]);
+    let folder = w.join("out").join(&export_folders(&w.join("out"))[0]);
+    (w, src, folder)
+}
+
+/// Replaces the rows of the folder's `user_data_cust_dim_1.csv` (a small table of text attributes,
+/// 8 columns) with `rows` under its header, every checksum kept consistent.
+pub fn set_dim_rows(folder: &Path, rows: &str) {
+    crate::tamper::rewrite_entry(folder, "user_data_cust_dim_1.csv", |csv| {
+        let text = std::str::from_utf8(csv).unwrap();
+        format!("{}\n{rows}", text.lines().next().unwrap()).into_bytes()
+    });
+}
+
+impl MyDb {
+    /// The whole database as `mysqldump` writes it: see [`my_dump`].
+    pub fn dump(&self) -> Vec<u8> {
+        my_dump(&self.name)
+    }
+}
+
+/// A MariaDB database as `mysqldump` writes it (no date, one row a line): to compare a target
+/// before and after.
+pub fn my_dump(name: &str) -> Vec<u8> {
+    {
+        let o = Command::new("mysqldump")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-P",
+                "3306",
+                "-u",
+                "root",
+                "--skip-dump-date",
+                "--skip-comments",
+                "--skip-extended-insert",
+                name,
+            ])
+            .output()
+            .expect("mysqldump must be installed (make test installs mariadb-client)");
+        assert!(o.status.success(), "mysqldump {name}: {}", stderr(&o));
+        o.stdout
+    }
+}

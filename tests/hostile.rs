@@ -78,23 +78,7 @@ fn state(target: &str) -> Vec<u8> {
     }
     let db = target.rsplit('/').next().unwrap();
     if target.starts_with("mysql://") {
-        let o = Command::new("mysqldump")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-P",
-                "3306",
-                "-u",
-                "root",
-                "--skip-dump-date",
-                "--skip-comments",
-                "--skip-extended-insert",
-                db,
-            ])
-            .output()
-            .expect("mysqldump must be installed (make test installs mariadb-client)");
-        assert!(o.status.success(), "mysqldump {db}: {}", stderr(&o));
-        return o.stdout;
+        return my_dump(db);
     }
     let o = Command::new("pg_dump")
         .args([

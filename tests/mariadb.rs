@@ -100,20 +100,8 @@ fn mariadb_refuses_a_bad_number_and_a_too_long_value_instead_of_truncating() {
             "dim_attribute_1",
         ),
     ] {
-        let w = Workdir::new(tag);
-        let src = w.sqlite_url("im.db");
-        simulate(&w, &src, 1, 40, 5);
-        w.run(&["export", "--source", &src, "--output", "out"]);
-        let folder = w.join("out").join(&export_folders(&w.join("out"))[0]);
-        crate::tamper::rewrite_entry(&folder, "user_data_cust_dim_1.csv", |csv| {
-            let header = std::str::from_utf8(csv)
-                .unwrap()
-                .lines()
-                .next()
-                .unwrap()
-                .to_string();
-            format!("{header}\n1,1,1,ok,,,,\n{edit}\n").into_bytes()
-        });
+        let (w, _, folder) = one_folder(tag);
+        set_dim_rows(&folder, &format!("1,1,1,ok,,,,\n{edit}\n"));
         let my = MyDb::new(tag);
         let o = w.run_code(
             &mut w.command(&["load", "--input", "out", "--target", &my.url()]),
@@ -139,23 +127,11 @@ fn mariadb_refuses_a_bad_number_and_a_too_long_value_instead_of_truncating() {
 /// a key given twice in one folder keeps its last line.
 #[test]
 fn mariadb_reads_the_csv_as_the_other_targets_do_and_keeps_the_last_line_of_a_repeated_key() {
-    let w = Workdir::new("my-csv");
-    let src = w.sqlite_url("im.db");
-    simulate(&w, &src, 1, 40, 5);
-    w.run(&["export", "--source", &src, "--output", "out"]);
-    let folder = w.join("out").join(&export_folders(&w.join("out"))[0]);
-    crate::tamper::rewrite_entry(&folder, "user_data_cust_dim_1.csv", |csv| {
-        let header = std::str::from_utf8(csv)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap()
-            .to_string();
-        format!(
-            "{header}\n1,1,1,first,,,,\n2,1,1,\"say \"\"hi\"\", then\r\nbye\",back\\slash,O'Brien,Ünïcödé 😀,\n1,1,1,second,,,,\n"
-        )
-        .into_bytes()
-    });
+    let (w, _, folder) = one_folder("my-csv");
+    set_dim_rows(
+        &folder,
+        "1,1,1,first,,,,\n2,1,1,\"say \"\"hi\"\", then\r\nbye\",back\\slash,O'Brien,Ünïcödé 😀,\n1,1,1,second,,,,\n",
+    );
     let (my, pg) = (MyDb::new("csv"), PgDb::new("my_csv_ref"));
     for t in [my.url(), pg.url()] {
         w.run(&["load", "--input", "out", "--target", &t]);
@@ -170,11 +146,7 @@ fn mariadb_reads_the_csv_as_the_other_targets_do_and_keeps_the_last_line_of_a_re
 /// A custom user-data table the model does not have is created from its CSV header, on MariaDB too.
 #[test]
 fn a_custom_user_data_table_is_created_on_mariadb_from_its_header() {
-    let w = Workdir::new("my-custom");
-    let src = w.sqlite_url("im.db");
-    simulate(&w, &src, 1, 40, 5);
-    w.run(&["export", "--source", &src, "--output", "out"]);
-    let folder = w.join("out").join(&export_folders(&w.join("out"))[0]);
+    let (w, _, folder) = one_folder("my-custom");
     crate::tamper::rewrite(&folder, crate::tamper::Fix::All, |entries| {
         let (_, bytes) = entries
             .iter()
@@ -303,11 +275,7 @@ fn a_second_loader_on_mariadb_is_refused_with_exit_4() {
 /// is as before, table for table (mysqldump); the corrected folder then loads.
 #[test]
 fn a_refused_folder_leaves_no_new_table_behind_on_mariadb() {
-    let w = Workdir::new("my-undo");
-    let src = w.sqlite_url("im.db");
-    simulate(&w, &src, 1, 40, 5);
-    w.run(&["export", "--source", &src, "--output", "out"]);
-    let folder = w.join("out").join(&export_folders(&w.join("out"))[0]);
+    let (w, _, folder) = one_folder("my-undo");
     let pristine = w.join("pristine");
     copy_dir(&folder, &pristine);
     crate::tamper::rewrite(&folder, crate::tamper::Fix::All, |entries| {
@@ -330,24 +298,7 @@ fn a_refused_folder_leaves_no_new_table_behind_on_mariadb() {
     });
     let my = MyDb::new("undo");
     w.run(&["target-schema", "--target", &my.url()]);
-    let dump = || {
-        let o = Command::new("mysqldump")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-P",
-                "3306",
-                "-u",
-                "root",
-                "--skip-dump-date",
-                &my.name,
-            ])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", stderr(&o));
-        o.stdout
-    };
-    let before = dump();
+    let before = my.dump();
     let o = w.run_code(
         &mut w.command(&["load", "--input", "out", "--target", &my.url()]),
         5,
@@ -357,7 +308,10 @@ fn a_refused_folder_leaves_no_new_table_behind_on_mariadb() {
         "{}",
         stderr(&o)
     );
-    assert!(dump() == before, "the refused folder left a change behind");
+    assert!(
+        my.dump() == before,
+        "the refused folder left a change behind"
+    );
     std::fs::remove_dir_all(&folder).unwrap();
     copy_dir(&pristine, &folder);
     w.run(&["load", "--input", "out", "--target", &my.url()]);

@@ -90,15 +90,9 @@ fn a_full_resync_into_postgres_gives_the_planner_statistics_of_both_sides_before
 
 /// A folder for the small-table tests: one simulated day, one export, its `user_data_cust_dim_1.csv`
 /// (a small table of text attributes) rewritten through `edit`.
-fn small_table_folder(tag: &str, edit: impl FnOnce(&str) -> String) -> (Workdir, PgDb) {
-    let w = Workdir::new(tag);
-    let src = w.sqlite_url("im.db");
-    simulate(&w, &src, 1, 40, 5);
-    w.run(&["export", "--source", &src, "--output", "out"]);
-    let folder = w.join("out").join(&export_folders(&w.join("out"))[0]);
-    crate::tamper::rewrite_entry(&folder, "user_data_cust_dim_1.csv", |csv| {
-        edit(std::str::from_utf8(csv).unwrap()).into_bytes()
-    });
+fn small_table_folder(tag: &str, rows: &str) -> (Workdir, PgDb) {
+    let (w, _, folder) = one_folder(tag);
+    set_dim_rows(&folder, rows);
     (w, PgDb::new(&tag.replace('-', "_")))
 }
 
@@ -115,12 +109,10 @@ fn dim_rows(db: &PgDb) -> String {
 /// and apostrophes are data.
 #[test]
 fn small_tables_merged_in_one_batch_read_the_csv_as_copy_does() {
-    let (w, db) = small_table_folder("small-batch", |csv| {
-        let header = csv.lines().next().unwrap();
-        format!(
-            "{header}\n1,1,1,\"\",,\"say \"\"hi\"\", then\nbye\",,\n2,1,1,O'Brien,back\\slash,\"a,b\",,\n"
-        )
-    });
+    let (w, db) = small_table_folder(
+        "small-batch",
+        "1,1,1,\"\",,\"say \"\"hi\"\", then\nbye\",,\n2,1,1,O'Brien,back\\slash,\"a,b\",,\n",
+    );
     let o = w.run_code(
         w.command(&["load", "--input", "out", "--target", &db.url()])
             .env("GIM_EXPORT_LOG", "debug"),
@@ -141,10 +133,10 @@ fn small_tables_merged_in_one_batch_read_the_csv_as_copy_does() {
 /// the file wins) and names the line of a value PostgreSQL refuses.
 #[test]
 fn small_tables_with_a_repeated_key_or_a_bad_value_fall_back_to_the_staged_merge() {
-    let (w, db) = small_table_folder("small-dup", |csv| {
-        let header = csv.lines().next().unwrap();
-        format!("{header}\n1,1,1,first,,,,\n2,1,1,two,,,,\n1,1,1,second,,,,\n")
-    });
+    let (w, db) = small_table_folder(
+        "small-dup",
+        "1,1,1,first,,,,\n2,1,1,two,,,,\n1,1,1,second,,,,\n",
+    );
     let o = w.run_code(
         w.command(&["load", "--input", "out", "--target", &db.url()])
             .env("GIM_EXPORT_LOG", "debug"),
@@ -157,10 +149,7 @@ fn small_tables_with_a_repeated_key_or_a_bad_value_fall_back_to_the_staged_merge
     );
     assert_eq!(dim_rows(&db), "1|second|<null>|<null>\n2|two|<null>|<null>");
 
-    let (w, db) = small_table_folder("small-bad", |csv| {
-        let header = csv.lines().next().unwrap();
-        format!("{header}\n1,1,1,ok,,,,\n2,not-a-number,1,bad,,,,\n")
-    });
+    let (w, db) = small_table_folder("small-bad", "1,1,1,ok,,,,\n2,not-a-number,1,bad,,,,\n");
     let o = w.run_code(
         &mut w.command(&["load", "--input", "out", "--target", &db.url()]),
         5,
