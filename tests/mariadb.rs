@@ -368,3 +368,54 @@ fn an_older_mariadb_target_is_migrated_by_the_next_load() {
         assert_eq!(count(&old, sql), count(&fresh, sql), "{sql}");
     }
 }
+
+/// A MariaDB exporter needs SELECT and nothing else: a user with only that right exports the same
+/// bytes as root.
+#[test]
+fn a_select_only_mariadb_user_exports_the_same_bytes() {
+    let w = Workdir::new("my-readonly");
+    let my = MyDb::new("readonly");
+    simulate(&w, &my.url(), 1, 100, 31);
+    let user = format!("gx_ro_{}", std::process::id());
+    let server = "mysql://root@127.0.0.1:3306/mysql";
+    my_rows(server, &format!("DROP USER IF EXISTS '{user}'@'%'"));
+    my_rows(
+        server,
+        &format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'"),
+    );
+    my_rows(
+        server,
+        &format!("GRANT SELECT ON {}.* TO '{user}'@'%'", my.name),
+    );
+    let reader = format!("mysql://{user}:pw@127.0.0.1:3306/{}", my.name);
+    let o = w
+        .command(&[
+            "export",
+            "--source",
+            &reader,
+            "--output",
+            "ro",
+            "--catch-up",
+        ])
+        .output();
+    my_rows(server, &format!("DROP USER IF EXISTS '{user}'@'%'"));
+    let o = o.unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    w.run(&[
+        "export",
+        "--source",
+        &my.url(),
+        "--output",
+        "root",
+        "--catch-up",
+    ]);
+    let folders = |d: &str| {
+        tree(&w.join(d))
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("export_"))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let ro = folders("ro");
+    assert!(ro.len() >= 3, "{:?}", ro.keys());
+    assert_same_tree(&ro, &folders("root"), "read-only and root exports");
+}
