@@ -323,6 +323,60 @@ pub fn metrics_text(m: &Metrics) -> String {
     s
 }
 
+/// The loader's metrics (Prometheus text format): `outcome` is the folders the run applied, or its
+/// error; `position` where the target stands, when it could be read.
+pub fn load_metrics_text(
+    outcome: &Result<usize, String>,
+    position: Option<&crate::load::TargetPosition>,
+) -> String {
+    let mut s = String::new();
+    let mut gauge = |name: &str, help: &str, value: f64| {
+        let _ = writeln!(s, "# HELP gim_export_load_{name} {help}");
+        let _ = writeln!(s, "# TYPE gim_export_load_{name} gauge");
+        let _ = writeln!(s, "gim_export_load_{name} {value}");
+    };
+    gauge(
+        "last_run_success",
+        "1 if the last load (or look, with --every) applied what it found or found nothing, 0 if it failed.",
+        if outcome.is_ok() { 1.0 } else { 0.0 },
+    );
+    gauge(
+        "last_run_applied_folders",
+        "Folders the last load applied.",
+        *outcome.as_ref().unwrap_or(&0) as f64,
+    );
+    gauge(
+        "last_run_timestamp_seconds",
+        "When the last load ended (UTC epoch seconds).",
+        chrono::Utc::now().timestamp() as f64,
+    );
+    if let Some(p) = position {
+        gauge(
+            "applied_folders",
+            "Folders in the target's ledger.",
+            p.applied as f64,
+        );
+        gauge(
+            "waiting_folders",
+            "Folders in --input after the last applied one and not applied yet.",
+            p.waiting.len() as f64,
+        );
+        if let Some(last) = &p.last {
+            gauge(
+                "last_applied_audit_key",
+                "hwm-to of the last folder applied to the target.",
+                last.hwm_to.audit_key as f64,
+            );
+            gauge(
+                "last_applied_max_data_ts_seconds",
+                "max-data-ts of the last folder applied (UTC epoch seconds).",
+                last.max_data_ts as f64,
+            );
+        }
+    }
+    s
+}
+
 pub fn write_metrics(path: &Path, m: &Metrics) -> std::io::Result<()> {
     package::replace_file(path, metrics_text(m).as_bytes())
 }

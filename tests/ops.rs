@@ -391,8 +391,11 @@ fn progress_bars_show_rows_per_table_on_a_terminal_only() {
         &["export", "--source", &src, "--output", "tty", "--catch-up"],
         &[],
     );
+    // Which tables get a frame depends on how fast the machine is: one of them, with its rows.
     assert!(
-        drawn.contains("interaction_fact") && drawn.contains(" rows ") && drawn.contains("/s"),
+        gim_tables().iter().any(|t| drawn.contains(t.as_str()))
+            && drawn.contains(" rows ")
+            && drawn.contains("/s"),
         "{drawn}"
     );
     let plain = on_a_terminal(

@@ -108,6 +108,22 @@ pub struct Args {
         value_name = "SPAN"
     )]
     pub retry_delay: String,
+    /// Keep running: apply what --input holds, then look again every SPAN (1m, 15m, ...) and apply
+    /// the folders that arrived. A folder still being copied in (its checksums do not hold yet, or
+    /// the folder before it has not arrived) is left for a later look, with a warning that names it;
+    /// so is a target that is busy or unreachable. SIGTERM or Ctrl-C finishes the folder in
+    /// progress and ends with exit code 0.
+    #[arg(
+        long,
+        value_name = "SPAN",
+        env = "GIM_EXPORT_LOAD_EVERY",
+        conflicts_with = "json"
+    )]
+    pub every: Option<String>,
+    /// Write Prometheus metrics here after each run (or each look, with --every), for the node
+    /// exporter's textfile collector: success, folders applied, folders waiting, the last folder.
+    #[arg(long, value_name = "FILE", env = "GIM_EXPORT_LOAD_METRICS_FILE")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
@@ -137,7 +153,12 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         max_retries: args.max_retries,
         retry_delay_seconds: super::parse_seconds("--retry-delay", &args.retry_delay)? as u64,
     };
+    if let Some(every) = &args.every {
+        let every = super::parse_seconds("--every", every)?;
+        return follow(&config, every as u64, args.metrics_file.as_deref()).await;
+    }
     if load::input_folders(&config.input)?.is_empty() {
+        write_metrics(args.metrics_file.as_deref(), &config, Ok(0)).await;
         let note = format!(
             "no export folder in {}: nothing to load (the target is left as it is)",
             config.input.display()
@@ -156,10 +177,20 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         return Ok(ExitCode::NothingToDo);
     }
     let report = if args.json {
-        load::run(&config, &mut |_| {}).await?
+        load::run(&config, &mut |_| {}).await
     } else {
-        load::run(&config, &mut print_event).await?
+        load::run(&config, &mut print_event).await
     };
+    write_metrics(
+        args.metrics_file.as_deref(),
+        &config,
+        report
+            .as_ref()
+            .map(|r| r.applied.len())
+            .map_err(|e| e.to_string()),
+    )
+    .await;
+    let report = report?;
     let code = if report.applied.is_empty() {
         ExitCode::NothingToDo
     } else {
@@ -208,6 +239,73 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         report.already_applied
     );
     Ok(code)
+}
+
+/// `load --every`: apply what has arrived, wait, look again. What a later look can fix (a folder
+/// still being copied in, a refused or missing folder, a busy or unreachable target) is logged and
+/// left for that look; a configuration error ends it. SIGTERM or Ctrl-C ends it after the folder in
+/// progress, with exit code 0.
+async fn follow(
+    config: &LoadConfig,
+    every: u64,
+    metrics: Option<&std::path::Path>,
+) -> Result<ExitCode> {
+    tracing::info!(every_seconds = every, input = %config.input.display(), "follow mode");
+    let mut last_warning = String::new();
+    while !crate::signals::stop_requested() {
+        let result = if load::input_folders(&config.input)?.is_empty() {
+            Ok(load::LoadReport::default())
+        } else {
+            load::run(config, &mut print_event).await
+        };
+        match &result {
+            Ok(_) => last_warning.clear(),
+            Err(e) if ExitCode::of(e) == ExitCode::Config => return Err(anyhow::anyhow!("{e:#}")),
+            Err(e) if e.downcast_ref::<crate::signals::Stopped>().is_some() => {
+                tracing::warn!("{e:#}")
+            }
+            Err(e) => {
+                // Said once while it stays the same: a folder being copied in is not news each look.
+                let said = format!("{e:#}");
+                if said != last_warning {
+                    tracing::warn!("not applied yet, looking again in {every} s: {said}");
+                    last_warning = said;
+                }
+            }
+        }
+        write_metrics(
+            metrics,
+            config,
+            result
+                .as_ref()
+                .map(|r| r.applied.len())
+                .map_err(|e| format!("{e:#}")),
+        )
+        .await;
+        crate::signals::sleep_unless_stopped(std::time::Duration::from_secs(every)).await;
+    }
+    tracing::info!("stopped");
+    Ok(ExitCode::Success)
+}
+
+/// The loader's metrics: whether the run (or look) succeeded, the folders it applied, the folders
+/// in --input not yet in the target's ledger, and the newest applied folder.
+async fn write_metrics(
+    path: Option<&std::path::Path>,
+    config: &LoadConfig,
+    outcome: std::result::Result<usize, String>,
+) {
+    let Some(path) = path else {
+        return;
+    };
+    let position = load::position(&config.input, &config.target).await;
+    let text = crate::ops::load_metrics_text(&outcome, position.as_ref().ok());
+    if let Err(e) = crate::package::replace_file(path, text.as_bytes()) {
+        tracing::error!("cannot write the metrics file {}: {e}", path.display());
+    }
+    if let Err(e) = position {
+        tracing::debug!("target position unknown for the metrics: {e:#}");
+    }
 }
 
 /// Prints each result as it happens, so that what was committed is on stdout even when a later

@@ -28,6 +28,10 @@ pub struct Args {
     /// it the lag is not measured (status never guesses a source).
     #[arg(long, env = "GIM_EXPORT_SOURCE")]
     pub source: Option<String>,
+    /// Target database of a loader, to show its ledger position and how many folders of --output
+    /// (the loader's --input) it has not applied yet. Read only: no lock taken, no file created.
+    #[arg(long, env = "GIM_EXPORT_TARGET")]
+    pub target: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -154,6 +158,35 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         },
     }
 
+    // The receiving side: where the target's ledger stands against the folders here.
+    let target_url = args
+        .target
+        .as_deref()
+        .map(|t| parse_url("--target", t))
+        .transpose()?;
+    let target = match &target_url {
+        Some(u) => Some(
+            crate::load::position(&args.output, u)
+                .await
+                .map_err(|e| format!("{e:#}")),
+        ),
+        None => None,
+    };
+    let target_json = target.as_ref().map(|t| match t {
+        Ok(p) => json!({
+            "url": target_url.as_ref().map(|u| u.to_string()),
+            "applied_folders": p.applied,
+            "last_applied": p.last.as_ref().map(|l| l.folder.clone()),
+            "last_applied_audit_key": p.last.as_ref().map(|l| l.hwm_to.audit_key),
+            "last_applied_max_data_ts": p.last.as_ref().map(|l| l.max_data_ts),
+            "waiting_folders": p.waiting,
+        }),
+        Err(e) => json!({
+            "url": target_url.as_ref().map(|u| u.to_string()),
+            "error": e,
+        }),
+    });
+
     let state = if in_progress {
         "In progress"
     } else if blocked.is_some() {
@@ -181,6 +214,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             "last_run": last_run,
             "blocked": blocked,
             "restart_under_way": restart_note,
+            "target": target_json,
         });
         crate::out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::Success);
@@ -230,6 +264,30 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             "before start: {n} settled audit key(s) hold data from before the chain's start date ({}): this chain never exports them (export --restart --start-date EARLIER to include them)",
             iso(start)
         );
+    }
+    match (&target_url, &target) {
+        (Some(u), Some(Ok(p))) => {
+            crate::out!("target:       {u}");
+            match &p.last {
+                Some(l) => crate::out!(
+                    "applied:      {} folder(s), the last {} (audit key {}, max-data-ts {})",
+                    p.applied,
+                    l.folder,
+                    l.hwm_to.audit_key,
+                    iso(l.max_data_ts)
+                ),
+                None => crate::out!("applied:      nothing yet"),
+            }
+            match p.waiting.last() {
+                Some(newest) => crate::out!(
+                    "waiting:      {} folder(s) here not applied yet, the newest {newest}",
+                    p.waiting.len()
+                ),
+                None => crate::out!("waiting:      none: the target holds every folder here"),
+            }
+        }
+        (Some(u), Some(Err(e))) => crate::out!("target:       {u}: unknown: {e}"),
+        _ => {}
     }
     match last_run {
         Some(r) => crate::out!(

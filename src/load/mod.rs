@@ -524,6 +524,56 @@ impl Target {
     }
 }
 
+/// Where a target stands against the folders of an input directory (for `status --target` and the
+/// loader's metrics).
+#[derive(Clone, Debug, Default)]
+pub struct TargetPosition {
+    /// Folders in the target's ledger.
+    pub applied: usize,
+    /// The last folder applied.
+    pub last: Option<LedgerEntry>,
+    /// Folders in the input directory, after the last applied one, not in the ledger: waiting.
+    pub waiting: Vec<String>,
+}
+
+/// Reads the target's ledger (without taking the load lock, and without creating a SQLite file that
+/// is not there) and compares it with the folders of `input`.
+pub async fn position(input: &Path, url: &DbUrl) -> Result<TargetPosition> {
+    let on_disk: Vec<String> = input_folders(input)
+        .map(|f| f.into_iter().map(|(n, _)| n).collect())
+        .unwrap_or_default();
+    let ledger = if url.dialect() == Dialect::Sqlite
+        && !crate::db::sqlite::options(url)?.get_filename().exists()
+    {
+        Vec::new()
+    } else {
+        let target = Target::connect(url).await?;
+        let has_ledger = target
+            .tables()
+            .await
+            .map(|t| t.iter().any(|t| t.lower_name() == target::LEDGER_TABLE));
+        let ledger = match has_ledger {
+            Ok(true) => target.ledger().await,
+            Ok(false) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        };
+        target.close().await;
+        ledger?
+    };
+    let names: HashSet<&str> = ledger.iter().map(|e| e.folder.as_str()).collect();
+    let last = ledger.last().cloned();
+    let waiting = on_disk
+        .into_iter()
+        .filter(|n| !names.contains(n.as_str()))
+        .filter(|n| last.as_ref().is_none_or(|l| n.as_str() > l.folder.as_str()))
+        .collect();
+    Ok(TargetPosition {
+        applied: ledger.len(),
+        last,
+        waiting,
+    })
+}
+
 /// The progress bar of the folder being loaded (on a terminal): rows of the folder's declared total,
 /// the table being merged, rows per second and the time left.
 pub(crate) mod progress {
