@@ -22,6 +22,7 @@ macro_rules! out {
 
 pub mod audit;
 pub mod cmd;
+pub mod compare;
 pub mod config;
 pub mod db;
 pub mod encoding;

@@ -8,6 +8,7 @@ mod bad_input;
 mod chain_model;
 mod chain_safety;
 mod chains;
+mod compare;
 mod concurrency;
 mod config;
 mod crash;

@@ -4,6 +4,7 @@
 //! modules see them; the domain never sees clap types.
 
 pub mod check;
+pub mod compare;
 pub mod export;
 pub mod load;
 pub mod simulate;
@@ -105,9 +106,17 @@ pub enum Command {
     TargetSchema(target_schema::Args),
     #[command(after_help = CHECK_EXAMPLES)]
     Check(check::Args),
+    #[command(after_help = COMPARE_EXAMPLES)]
+    Compare(compare::Args),
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions(CompletionsArgs),
 }
+
+const COMPARE_EXAMPLES: &str = "\
+Examples:
+  gim-export compare --source postgres://reader@infomart/gim --target postgres://loader@warehouse/gim
+  gim-export compare --source sqlite://infomart.db --target sqlite://target.db --table interaction_fact --json
+Exit codes: 0 in sync, 5 they differ; see gim-export --help.";
 
 const SIMULATE_EXAMPLES: &str = "\
 Examples:
@@ -201,6 +210,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Config(a) => print_config(a.show_secrets),
             Command::TargetSchema(a) => target_schema::run(a).await,
             Command::Check(a) => check::run(a).await,
+            Command::Compare(a) => compare::run(a).await,
             Command::Completions(a) => {
                 let mut cmd = <Cli as clap::CommandFactory>::command();
                 clap_complete::generate(a.shell, &mut cmd, "gim-export", &mut std::io::stdout());

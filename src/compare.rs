@@ -1,0 +1,422 @@
+//! `compare`: are the source's settled rows and the target's rows the same?
+//!
+//! Only what the target should hold is compared: rows whose newest audit key (`update_audit_key`,
+//! else `create_audit_key`) is at or below the hwm-to of the target's last applied export, and not a
+//! key still in flight in the source. Both sides are read in primary-key order with the exporter's
+//! own readers, so each row is the text an export would carry (NULL and empty text alike), and merged
+//! as two sorted streams: memory stays flat whatever the table size, and every differing key is found
+//! exactly (missing in the target, extra in the target, or different values, with the columns).
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::audit::AuditKeySet;
+use crate::db::{DbUrl, Source, Table};
+use crate::load::Target;
+
+/// One table's result.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TableDiff {
+    pub table: String,
+    /// Source rows the target should hold.
+    pub source_rows: u64,
+    /// Target rows compared (those whose key is in scope on the source side, or absent there).
+    pub target_rows: u64,
+    pub missing: u64,
+    pub extra: u64,
+    pub different: u64,
+    /// The first differing keys (capped), each with what differs.
+    pub examples: Vec<Difference>,
+}
+
+impl TableDiff {
+    pub fn in_sync(&self) -> bool {
+        self.missing == 0 && self.extra == 0 && self.different == 0
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Difference {
+    /// The primary key, as `col=value` pairs joined by `,`.
+    pub key: String,
+    /// `missing` (in the target), `extra` (in the target), or `different`.
+    pub kind: &'static str,
+    /// For `different`: the columns whose values differ.
+    pub columns: Vec<String>,
+}
+
+/// The whole comparison.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The target's last applied export and its hwm-to: what is compared.
+    pub last_folder: Option<String>,
+    pub up_to_audit_key: i64,
+    /// Source keys at or below it still in flight (their rows are left out on both sides).
+    pub in_flight: usize,
+    pub tables: Vec<TableDiff>,
+}
+
+impl Report {
+    pub fn in_sync(&self) -> bool {
+        self.tables.iter().all(TableDiff::in_sync)
+    }
+}
+
+/// Compares every exportable source table that the target also has (or those `only` names).
+pub async fn run(
+    source_url: &DbUrl,
+    target_url: &DbUrl,
+    only: &[String],
+    max_examples: usize,
+) -> Result<Report> {
+    let target = Target::connect(target_url).await?;
+    let ledger = target.ledger().await.with_context(|| {
+        format!("{target_url}: no ledger of applied exports (is it a gim-export target?)")
+    })?;
+    let target_tables = target.tables().await?;
+    target.close().await;
+    let last = ledger.last().cloned();
+    let hwm = last.as_ref().map(|l| l.hwm_to.audit_key).unwrap_or(0);
+
+    // Reading the target with the exporter's reader: the same text for the same values.
+    let src = Source::connect(source_url, 1).await?;
+    src.begin_snapshot().await?;
+    let in_flight: AuditKeySet = src
+        .read_audit_log(0, &[])
+        .await?
+        .iter()
+        .filter(|e| !e.is_settled() && e.audit_key <= hwm)
+        .map(|e| e.audit_key)
+        .collect();
+    let dst = Source::connect(target_url, 1).await?;
+    let mut tables = Vec::new();
+    for st in src.tables().await?.iter().filter(|t| t.is_exportable()) {
+        let name = st.lower_name();
+        if !only.is_empty() && !only.contains(&name) {
+            continue;
+        }
+        let Some(tt) = target_tables.iter().find(|t| t.lower_name() == name) else {
+            continue;
+        };
+        tables.push(
+            compare_table(&src, &dst, st, tt, hwm, &in_flight, max_examples)
+                .await
+                .with_context(|| format!("comparing table {name}"))?,
+        );
+    }
+    src.close().await;
+    dst.close().await;
+    Ok(Report {
+        last_folder: last.map(|l| l.folder),
+        up_to_audit_key: hwm,
+        in_flight: in_flight.len(),
+        tables,
+    })
+}
+
+/// The columns both sides have, in the source's order (the key first as the source orders it).
+fn common(st: &Table, tt: &Table) -> (Table, Table) {
+    let cols: Vec<(crate::db::Column, crate::db::Column)> = st
+        .columns
+        .iter()
+        .filter_map(|c| {
+            tt.columns
+                .iter()
+                .find(|t| t.name.eq_ignore_ascii_case(&c.name))
+                .map(|t| (c.clone(), t.clone()))
+        })
+        .collect();
+    let pick = |t: &Table, side: usize| Table {
+        columns: cols
+            .iter()
+            .map(|(a, b)| if side == 0 { a.clone() } else { b.clone() })
+            .collect(),
+        ..t.clone()
+    };
+    (pick(st, 0), pick(tt, 1))
+}
+
+async fn compare_table(
+    src: &Source,
+    dst: &Source,
+    st: &Table,
+    tt: &Table,
+    hwm: i64,
+    in_flight: &AuditKeySet,
+    max_examples: usize,
+) -> Result<TableDiff> {
+    let (st, mut tt) = common(st, tt);
+    // The target's key as the source declares it (a target table may have been created keyless).
+    tt.primary_key = st
+        .primary_key
+        .iter()
+        .filter_map(|k| {
+            tt.columns
+                .iter()
+                .find(|c| c.name.eq_ignore_ascii_case(k))
+                .map(|c| c.name.clone())
+        })
+        .collect();
+    let header: Vec<String> = st.header();
+    let key_at: Vec<usize> = st
+        .primary_key
+        .iter()
+        .filter_map(|k| header.iter().position(|h| h.eq_ignore_ascii_case(k)))
+        .collect();
+    anyhow::ensure!(
+        !key_at.is_empty() && key_at.len() == st.primary_key.len(),
+        "table {} has no primary key to compare by",
+        st.name
+    );
+    let version_at: Vec<usize> = ["update_audit_key", "create_audit_key"]
+        .iter()
+        .filter_map(|c| header.iter().position(|h| h == c))
+        .collect();
+    let all = [(i64::MIN, i64::MAX)];
+    let (stx, srx) = tokio::sync::mpsc::channel(4);
+    let (ttx, trx) = tokio::sync::mpsc::channel(4);
+    let name = st.lower_name();
+    let in_flight = in_flight.clone();
+    let merge = tokio::task::spawn_blocking(move || {
+        merge_streams(
+            &name,
+            ChannelReader::new(srx),
+            ChannelReader::new(trx),
+            &header,
+            &key_at,
+            &version_at,
+            |v| v > hwm || in_flight.contains(v),
+            max_examples,
+        )
+    });
+    let (a, b) = tokio::join!(
+        async {
+            let r = src.copy_rows_csv(&st, &all, &stx).await;
+            drop(stx);
+            r
+        },
+        async {
+            let r = dst.copy_rows_csv(&tt, &all, &ttx).await;
+            drop(ttx);
+            r
+        }
+    );
+    a?;
+    b?;
+    merge.await.context("compare thread failed")?
+}
+
+/// Reads the byte chunks a source reader sends, as one stream.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    chunk: bytes::Bytes,
+}
+
+impl ChannelReader {
+    fn new(rx: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Self {
+        ChannelReader {
+            rx,
+            chunk: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(c) => self.chunk = c,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        bytes::Buf::advance(&mut self.chunk, n);
+        Ok(n)
+    }
+}
+
+/// Orders two keys: integer fields as numbers (as the databases order them), others as bytes.
+fn key_cmp(a: &csv::StringRecord, b: &csv::StringRecord, key_at: &[usize]) -> Ordering {
+    for &i in key_at {
+        let (x, y) = (&a[i], &b[i]);
+        let o = match (x.parse::<i128>(), y.parse::<i128>()) {
+            (Ok(p), Ok(q)) => p.cmp(&q),
+            _ => x.as_bytes().cmp(y.as_bytes()),
+        };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    Ordering::Equal
+}
+
+#[allow(clippy::too_many_arguments)]
+fn merge_streams<R: Read>(
+    table: &str,
+    source: R,
+    target: R,
+    header: &[String],
+    key_at: &[usize],
+    version_at: &[usize],
+    out_of_scope: impl Fn(i64) -> bool,
+    max_examples: usize,
+) -> Result<TableDiff> {
+    let reader = |r| {
+        csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(r)
+            .into_records()
+    };
+    let (mut s, mut t) = (reader(source), reader(target));
+    let next =
+        |it: &mut csv::StringRecordsIntoIter<_>, side: &str| -> Result<Option<csv::StringRecord>> {
+            it.next()
+                .transpose()
+                .with_context(|| format!("reading the {side}'s rows of {table}"))
+        };
+    let mut d = TableDiff {
+        table: table.to_string(),
+        ..Default::default()
+    };
+    let key_text = |r: &csv::StringRecord| {
+        key_at
+            .iter()
+            .map(|&i| format!("{}={}", header[i], &r[i]))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    // A source row is in scope when its newest audit key is settled and at or below the hwm.
+    let in_scope = |r: &csv::StringRecord| {
+        let newest = version_at.iter().find_map(|&i| r[i].parse::<i64>().ok());
+        !newest.is_some_and(&out_of_scope)
+    };
+    let note = |d: &mut TableDiff, key: String, kind: &'static str, columns: Vec<String>| {
+        if d.examples.len() < max_examples {
+            d.examples.push(Difference { key, kind, columns });
+        }
+    };
+    let (mut a, mut b) = (next(&mut s, "source")?, next(&mut t, "target")?);
+    let (mut last_a, mut last_b): (Option<csv::StringRecord>, Option<csv::StringRecord>) =
+        (None, None);
+    loop {
+        let order = match (&a, &b) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(x), Some(y)) => key_cmp(x, y, key_at),
+        };
+        match order {
+            Ordering::Less => {
+                let x = a.take().expect("a source row");
+                if in_scope(&x) {
+                    d.source_rows += 1;
+                    d.missing += 1;
+                    note(&mut d, key_text(&x), "missing", Vec::new());
+                }
+                if last_a
+                    .as_ref()
+                    .is_some_and(|p| key_cmp(p, &x, key_at) != Ordering::Less)
+                {
+                    anyhow::bail!("the source's rows of {table} do not come in key order: compare needs integer keys or a binary collation");
+                }
+                last_a = Some(x);
+                a = next(&mut s, "source")?;
+            }
+            Ordering::Greater => {
+                let y = b.take().expect("a target row");
+                d.target_rows += 1;
+                d.extra += 1;
+                note(&mut d, key_text(&y), "extra", Vec::new());
+                if last_b
+                    .as_ref()
+                    .is_some_and(|p| key_cmp(p, &y, key_at) != Ordering::Less)
+                {
+                    anyhow::bail!("the target's rows of {table} do not come in key order: compare needs integer keys or a binary collation");
+                }
+                last_b = Some(y);
+                b = next(&mut t, "target")?;
+            }
+            Ordering::Equal => {
+                let (x, y) = (a.take().expect("a row"), b.take().expect("a row"));
+                if in_scope(&x) {
+                    d.source_rows += 1;
+                    d.target_rows += 1;
+                    let columns: Vec<String> = (0..header.len())
+                        .filter(|&i| x.get(i) != y.get(i))
+                        .map(|i| header[i].clone())
+                        .collect();
+                    if !columns.is_empty() {
+                        d.different += 1;
+                        note(&mut d, key_text(&x), "different", columns);
+                    }
+                }
+                last_a = Some(x);
+                last_b = Some(y);
+                a = next(&mut s, "source")?;
+                b = next(&mut t, "target")?;
+            }
+        }
+    }
+    Ok(d)
+}
+
+/// The report as text: a line per table, then the differing keys.
+pub fn text(r: &Report) -> String {
+    let mut out = format!(
+        "compared up to audit key {} (the target's last export: {}){}\n",
+        r.up_to_audit_key,
+        r.last_folder.as_deref().unwrap_or("none"),
+        if r.in_flight > 0 {
+            format!("; {} key(s) still in flight left out", r.in_flight)
+        } else {
+            String::new()
+        }
+    );
+    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+    for t in &r.tables {
+        *totals.entry("tables").or_default() += 1;
+        out.push_str(&format!(
+            "{:<32} {:>10} source {:>10} target  {}\n",
+            t.table,
+            t.source_rows,
+            t.target_rows,
+            if t.in_sync() {
+                "in sync".to_string()
+            } else {
+                format!(
+                    "DIFFERENT: {} missing in target, {} extra in target, {} with other values",
+                    t.missing, t.extra, t.different
+                )
+            }
+        ));
+        for e in &t.examples {
+            out.push_str(&format!(
+                "    {} {}{}\n",
+                e.kind,
+                e.key,
+                if e.columns.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", e.columns.join(", "))
+                }
+            ));
+        }
+        let shown = t.examples.len() as u64;
+        let all = t.missing + t.extra + t.different;
+        if all > shown {
+            out.push_str(&format!("    ... and {} more\n", all - shown));
+        }
+    }
+    let bad = r.tables.iter().filter(|t| !t.in_sync()).count();
+    out.push_str(&if bad == 0 {
+        format!("in sync: {} table(s)\n", r.tables.len())
+    } else {
+        format!("{bad} of {} table(s) differ\n", r.tables.len())
+    });
+    out
+}
