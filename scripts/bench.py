@@ -464,6 +464,58 @@ def print_mariadb_export(m):
               f"{x['rows'] / x['ours_s']:>10,.0f} {x['ours_rss_kib'] / 1024:>7.0f} MiB")
 
 
+def compare_bench(work):
+    """compare of a day (and of two) loaded whole: SQLite to PostgreSQL and PostgreSQL to
+    PostgreSQL, equal and with 10 scattered differences (seconds, peak RSS)."""
+    result = {}
+    for n in (MY_N, 2 * MY_N):
+        out = os.path.join(work, f"cmp_out_{n}")
+        shutil.rmtree(out, ignore_errors=True)
+        lite = f"sqlite://{sqlite_source(n)}"
+        run([BIN, "-q", "export", "--source", lite, "--output", out])
+        pgdb = pg_source(n)
+        pout = os.path.join(work, f"cmp_pout_{n}")
+        shutil.rmtree(pout, ignore_errors=True)
+        run([BIN, "-q", "export", "--source", f"{PG}/{pgdb}", "--output", pout])
+        cases = {}
+        for name, src, folder in (("sqlite->postgres", lite, out), ("postgres->postgres", f"{PG}/{pgdb}", pout)):
+            target = fresh_pg_target("gim_bench_cmp")
+            ours_load(folder, target)
+            rows = export_info(folder)["rows"]
+            equal = run([BIN, "-q", "compare", "--source", src, "--target", target])
+            psql("gim_bench_cmp", "update interaction_resource_fact set place_key = -1 where "
+                                  "interaction_resource_id % (select greatest(count(*) / 10, 1) "
+                                  "from interaction_resource_fact) = 7")
+            differ = run_code([BIN, "-q", "compare", "--source", src, "--target", target], 5)
+            cases[name] = {"rows": rows, "equal_s": equal[0], "equal_rss_kib": equal[1],
+                           "differ_s": differ[0], "differ_rss_kib": differ[1]}
+        psql("postgres", "drop database if exists gim_bench_cmp")
+        result[str(n)] = cases
+    return result
+
+
+def run_code(cmd, code):
+    """run() for a command whose expected exit code is `code`."""
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.monotonic() - start
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if os.waitstatus_to_exitcode(status) != code:
+        sys.exit(f"bench: {' '.join(cmd)} exited {os.waitstatus_to_exitcode(status)}, not {code}:\n{err}")
+    return seconds, usage.ru_maxrss
+
+
+def print_compare(m):
+    print("\ncompare (rows read on both sides, merged in key order; target: 10M equal rows <= 30 s, memory flat)")
+    print(f"{'case':<20} {'rows':>10} {'equal s':>8} {'rows/s':>10} {'RSS':>7} {'10 diffs s':>11} {'RSS':>7}")
+    for cases in m.values():
+        for name, x in cases.items():
+            print(f"{name:<20} {x['rows']:>10,} {x['equal_s']:>8.2f} {x['rows'] / x['equal_s']:>10,.0f} "
+                  f"{x['equal_rss_kib'] / 1024:>5.0f}Mi {x['differ_s']:>11.2f} {x['differ_rss_kib'] / 1024:>5.0f}Mi")
+
+
 def print_mariadb(m):
     print("\nMariaDB load beside the floor by hand (LOAD DATA LOCAL INFILE + INSERT ... ON DUPLICATE KEY "
           "UPDATE, one transaction); target <= 1.1x")
@@ -514,6 +566,13 @@ def main():
     os.makedirs(OUT_DIR, exist_ok=True)
     work = tempfile.mkdtemp(prefix="gim-bench-")
     results = {"runs": RUNS, "interactions": MAIN}
+    if ONLY == "compare":
+        try:
+            results["compare"] = compare_bench(work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print_compare(results["compare"])
+        return
     if ONLY == "mariadb":
         try:
             results["mariadb"] = mariadb_load(work)
@@ -606,6 +665,7 @@ def main():
         results["table_cost"] = table_cost(work)
         results["mariadb"] = mariadb_load(work)
         results["mariadb_export"] = mariadb_export(work)
+        results["compare"] = compare_bench(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -643,6 +703,7 @@ def print_table(r):
     print_table_cost(r["table_cost"])
     print_mariadb(r["mariadb"])
     print_mariadb_export(r["mariadb_export"])
+    print_compare(r["compare"])
     print(f"\nwrote {os.path.join(OUT_DIR, 'results.json')}")
 
 
