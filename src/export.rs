@@ -58,6 +58,8 @@ pub struct ExportConfig {
     pub views: Option<ExportViews>,
     /// `--allow-table-change`: continue the chain with other `--include`/`--exclude` patterns.
     pub allow_table_change: bool,
+    /// `--resync-on-broken-chain`: when the chain cannot be continued, start a full resync.
+    pub resync_on_broken_chain: bool,
 }
 
 /// Whether a run continues the chain in the output directory or replaces it.
@@ -411,7 +413,29 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
     if lock.is_some() {
         retry_owed_hooks(config, &out, &mut report).await?;
     }
-    let mut latest = out.latest()?;
+    // A chain that cannot be continued: with --resync-on-broken-chain, what stands in the way is
+    // moved aside and a full resync starts a new chain; the reason goes into its folder and the run.
+    let mut broken: Option<String> = None;
+    let heal = config.resync_on_broken_chain && lock.is_some();
+    let mut latest = match (out.latest(), &lock) {
+        (Ok(l), _) => l,
+        (Err(e), Some(lock)) if heal => {
+            let moved = out.move_broken_aside(lock)?;
+            broken = Some(format!(
+                "the chain's state could not be read ({e}); moved to broken-*/: {}",
+                moved.join(", ")
+            ));
+            out.latest()?
+        }
+        (Err(e), _) => return Err(e.into()),
+    };
+    if heal && broken.is_none() {
+        broken = broken_chain(config, &source, latest.as_ref()).await?;
+    }
+    if let Some(why) = &broken {
+        warn!("the chain cannot be continued: {why}; starting a full resync (--resync-on-broken-chain)");
+        report.warnings.push(format!("full resync started: {why}"));
+    }
     let mut recorded = out.restart_intent()?;
     if let (Some(i), Some(l), Some(lock)) = (&recorded, &latest, &lock) {
         // The new chain's first folder is out; the run that published it died before moving the
@@ -432,6 +456,16 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
                 );
             }
             Some(i)
+        }
+        None if broken.is_some() => {
+            let resync = ExportConfig {
+                mode: ChainMode::FullResync,
+                ..config.clone()
+            };
+            plan_restart(&resync, &out, latest.as_ref())?.map(|mut i| {
+                i.reason = broken.clone();
+                i
+            })
         }
         None => plan_restart(config, &out, latest.as_ref())?,
     };
@@ -472,6 +506,7 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
                     audit_key: i.after_audit_key,
                     created_ts: i.after_created_ts,
                 },
+                reason: i.reason.clone(),
             }),
             full_tables: (i.kind == RestartKind::Full.as_str())
                 .then(|| tables.iter().map(|t| t.lower_name()).collect()),
@@ -1003,7 +1038,7 @@ async fn export_window(
         audit_keys: Some(window.keys.clone()),
         pending_audit_keys: Some(window.pending.clone()),
         generation: chain.generation,
-        restart: chain.restart,
+        restart: chain.restart.clone(),
         full_tables: chain.full_tables.clone(),
         encoding: config.encoding.xml_name(),
         selection: Some(chain.selection.clone()),
@@ -1070,6 +1105,43 @@ fn chain_state(m: &ExportMetadata) -> ChainState {
 
 /// Decides how `--restart`, `--reexport-last` and `--full-resync` replace the chain in `out`, or
 /// refuses `--start-date` on a directory that holds one. `None`: the chain goes on as it is.
+/// Why the chain in the output directory cannot be continued, when it cannot: its pending audit keys
+/// (in flight at its tip, owed later) are gone from `CTL_AUDIT_LOG`, so their rows can no longer be
+/// found by key; or the directory holds no chain although a run here published folders (the chain
+/// was lost), so only a full resync can tell a receiver what the source no longer has.
+async fn broken_chain(
+    config: &ExportConfig,
+    source: &Source,
+    latest: Option<&ExportMetadata>,
+) -> Result<Option<String>> {
+    let Some(tip) = latest else {
+        let published_before =
+            crate::ops::read_last_run(&config.output).is_some_and(|r| r.folders > 0);
+        return Ok(published_before.then(|| {
+            "the output directory holds no export, but an earlier run here published some: the chain was lost"
+                .to_string()
+        }));
+    };
+    let Some(pending) = tip.pending_audit_keys.as_ref().filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let keys: Vec<i64> = pending.iter().collect();
+    let present: std::collections::HashSet<i64> = source
+        .read_audit_log(tip.hwm_to.audit_key, &keys)
+        .await?
+        .iter()
+        .map(|e| e.audit_key)
+        .collect();
+    let gone: AuditKeySet = keys.into_iter().filter(|k| !present.contains(k)).collect();
+    Ok((!gone.is_empty()).then(|| {
+        format!(
+            "pending audit key(s) {} of {} are no longer in CTL_AUDIT_LOG: their rows cannot be found by key any more",
+            compact(&gone),
+            tip.name().folder()
+        )
+    }))
+}
+
 fn plan_restart(
     config: &ExportConfig,
     out: &OutputDir,
@@ -1100,6 +1172,7 @@ fn plan_restart(
         keep_through: None,
         boundary_xml: None,
         superseded_dir: superseded_dir.clone(),
+        reason: None,
     };
     // A full resync among the folders a restart or re-export would move aside carries deletions
     // that a receiver which has not loaded it yet would then never learn of: the new chain must
@@ -1189,7 +1262,9 @@ fn plan_restart(
         // On an empty directory too: the receiver is told to drop what the source no longer has.
         (ChainMode::FullResync, None) => Some(RestartIntent {
             kind: RestartKind::Full.as_str().into(),
-            generation: 0,
+            // After any chain whose folders were moved aside here (a lost chain's successor must
+            // not look older to a receiver that followed it).
+            generation: out.generation_aside().map_or(0, |g| g + 1),
             after_audit_key: 0,
             after_created_ts: 0,
             start_ts: None,
@@ -1197,6 +1272,7 @@ fn plan_restart(
             boundary_xml: None,
             superseded_dir,
             carried_pending: None,
+            reason: None,
         }),
     })
 }

@@ -417,10 +417,13 @@ impl RestartKind {
 
 /// `<restart kind="..." after-audit-key="..." after-created-ts="..."/>`: this export starts chain
 /// `generation`, which replaces the chain whose newest export ended at `after`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Restart {
     pub kind: RestartKind,
     pub after: HighWaterMark,
+    /// Why the chain was restarted when the exporter did it by itself (`--resync-on-broken-chain`):
+    /// the `reason` attribute.
+    pub reason: Option<String>,
 }
 
 impl ExportMetadata {
@@ -477,6 +480,9 @@ impl ExportMetadata {
             e.push_attribute(("kind", r.kind.as_str()));
             e.push_attribute(("after-audit-key", r.after.audit_key.to_string().as_str()));
             e.push_attribute(("after-created-ts", r.after.created_ts.to_string().as_str()));
+            if let Some(reason) = &r.reason {
+                e.push_attribute(("reason", reason.as_str()));
+            }
             let _ = w.write_event(Event::Empty(e));
         }
         if let Some(v) = &self.full_tables {
@@ -602,6 +608,7 @@ impl ExportMetadata {
                             audit_key: int(&m, "after-audit-key", &tag).map_err(err)?,
                             created_ts: int(&m, "after-created-ts", &tag).map_err(err)?,
                         },
+                        reason: m.get("reason").cloned(),
                     });
                 }
                 (2, "table") if path[1] == "tables" => {
@@ -817,6 +824,7 @@ mod tests {
                 audit_key: 99,
                 created_ts: 1_700_000_000,
             },
+            reason: Some("the newest folder is damaged".into()),
         });
         m.full_tables = Some(vec!["interaction_fact".into(), "tenant".into()]);
         m.encoding = Some("windows-1252".into());
@@ -839,7 +847,7 @@ mod tests {
         );
         assert!(
             xml.contains(
-                "<restart kind=\"full-resync\" after-audit-key=\"99\" after-created-ts=\"1700000000\"/>"
+                "<restart kind=\"full-resync\" after-audit-key=\"99\" after-created-ts=\"1700000000\" reason=\"the newest folder is damaged\"/>"
             ),
             "{xml}"
         );

@@ -230,6 +230,50 @@ impl OutputDir {
         Ok(moved)
     }
 
+    /// The highest chain generation whose folders were moved aside here (`superseded-g<N>-...`), if
+    /// any: a new chain on a directory that lost its own must come after it.
+    pub fn generation_aside(&self) -> Option<u32> {
+        fs::read_dir(&self.path)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let rest = name.strip_prefix(SUPERSEDED_PREFIX)?.strip_prefix('g')?;
+                rest.split('-').next()?.parse::<u32>().ok()
+            })
+            .max()
+    }
+
+    /// `export --resync-on-broken-chain`: moves what makes [`OutputDir::latest`] fail into
+    /// `broken-<time>/` (an unreadable state file; the newest folders whose XML cannot be read), so
+    /// that a full resync can start a new chain. Returns what was moved.
+    pub fn move_broken_aside(&self, _lock: &OutputLock) -> Result<Vec<String>, OutputError> {
+        let aside = format!("broken-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
+        let mut moved = Vec::new();
+        let state = self.path.join(STATE_FILE);
+        if let Ok(text) = fs::read(&state) {
+            let readable = std::str::from_utf8(&text)
+                .ok()
+                .is_some_and(|t| ExportMetadata::from_xml(t, "").is_ok());
+            if !readable {
+                let dir = self.path.join(&aside);
+                fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+                let to = dir.join(STATE_FILE);
+                fs::rename(&state, &to).map_err(io_at(&to))?;
+                moved.push(STATE_FILE.to_string());
+            }
+        }
+        for (name, dir) in self.exports()?.into_iter().rev() {
+            if read_meta(&dir, &name).is_ok() {
+                break;
+            }
+            self.move_aside(&dir, &name, &aside)?;
+            moved.push(name.folder());
+        }
+        package::sync_dir(&self.path).map_err(io_at(&self.path))?;
+        Ok(moved)
+    }
+
     /// Moves one export folder into `superseded` (created if needed). A name already taken there (an
     /// intent recorded by an older version, two restarts in one second) gets a suffix: moving aside
     /// never fails on a collision.
@@ -340,6 +384,9 @@ pub struct RestartIntent {
     /// start date.
     #[serde(default)]
     pub carried_pending: Option<String>,
+    /// Why: set when the exporter restarted a broken chain by itself (`--resync-on-broken-chain`).
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// Reads an export folder's extracted.xml.

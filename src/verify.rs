@@ -148,6 +148,7 @@ pub fn check_folder_at(path: &Path, depth: Depth) -> FolderCheck {
     if let Some(meta) = &check.meta {
         let full = meta
             .restart
+            .as_ref()
             .is_some_and(|r| r.kind == format::RestartKind::Full);
         if let Some(from) = meta.max_data_ts_from.filter(|_| !full) {
             let chunk = meta.chunk_seconds.unwrap_or(DEFAULT_CHUNK_SECONDS);

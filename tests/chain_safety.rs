@@ -52,6 +52,7 @@ fn write_intent(
         boundary_xml: None,
         superseded_dir: superseded_dir.into(),
         carried_pending: None,
+        reason: None,
     };
     fs::write(
         w.join("out").join(gim_export::outdir::RESTART_FILE),
@@ -463,4 +464,135 @@ fn simulate_killed_half_way_adds_nothing() {
         simulate(&w, &url, 1, 50, 5);
         assert_ne!(count(&url), before, "{url}: the next call adds its day");
     }
+}
+
+/// Issue 13: `export --resync-on-broken-chain` starts a full resync instead of failing when the chain
+/// cannot be continued (the newest folder unreadable, a pending key purged from CTL_AUDIT_LOG, the
+/// chain gone from the directory), says why in the folder, the run record and `status`, and a
+/// receiver that accepts the restart ends equal to the source.
+#[test]
+fn resync_on_broken_chain_heals_a_damaged_folder_a_purged_pending_key_and_a_lost_chain() {
+    let w = Workdir::new("self-heal");
+    let src = w.sqlite_url("im.db");
+    simulate(&w, &src, 2, 150, 27);
+    w.run(&["export", "--source", &src, "--output", "out", "--catch-up"]);
+    let target = w.sqlite_url("t.db");
+    w.run(&["load", "--input", "out", "--target", &target]);
+    let newest_reason = |w: &Workdir| {
+        let newest = export_folders(&w.join("out")).pop().unwrap();
+        let xml = std::fs::read_to_string(
+            w.join("out")
+                .join(&newest)
+                .join(format!("{newest}.extracted.xml")),
+        )
+        .unwrap();
+        assert!(xml.contains("kind=\"full-resync\""), "{xml}");
+        xml
+    };
+    let heal = |w: &Workdir, needle: &str, target: &str| {
+        let o = w.run(&[
+            "export",
+            "--source",
+            &src,
+            "--output",
+            "out",
+            "--resync-on-broken-chain",
+        ]);
+        assert!(stderr(&o).contains(needle), "{}", stderr(&o));
+        assert!(newest_reason(w).contains(needle), "the folder says why");
+        let run = std::fs::read_to_string(w.join("out/.gim-export.last-run.json")).unwrap();
+        assert!(
+            run.contains("full resync started") && run.contains(needle),
+            "{run}"
+        );
+        let o = w.run(&["status", "--output", "out"]);
+        assert!(
+            stdout(&o).contains("resync:") && stdout(&o).contains(needle),
+            "{}",
+            stdout(&o)
+        );
+        w.run(&[
+            "load",
+            "--input",
+            "out",
+            "--target",
+            target,
+            "--accept-restart",
+        ]);
+        // Every row of the source, as the full resync carries them (a purged key's rows too).
+        let o = w.run(&["compare", "--source", &src, "--target", target]);
+        assert!(
+            stdout(&o).contains("in sync: 15 table(s)"),
+            "{}",
+            stdout(&o)
+        );
+    };
+
+    // 1. The newest folder's XML is damaged: a plain run stops, a healing one moves it aside.
+    let newest = export_folders(&w.join("out")).pop().unwrap();
+    std::fs::write(
+        w.join("out")
+            .join(&newest)
+            .join(format!("{newest}.extracted.xml")),
+        "<export",
+    )
+    .unwrap();
+    let o = w
+        .command(&["export", "--source", &src, "--output", "out"])
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success(),
+        "a damaged chain must not be continued silently"
+    );
+    heal(&w, "could not be read", &target);
+    let broken: Vec<_> = std::fs::read_dir(w.join("out"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("broken-"))
+        .collect();
+    assert_eq!(broken.len(), 1, "the damaged folder is kept aside");
+
+    // 2. A key in flight at the tip is purged from CTL_AUDIT_LOG before it settles.
+    simulate(&w, &src, 1, 150, 27);
+    w.run(&["export", "--source", &src, "--output", "out", "--catch-up"]);
+    let newest = export_folders(&w.join("out")).pop().unwrap();
+    let xml = std::fs::read_to_string(
+        w.join("out")
+            .join(&newest)
+            .join(format!("{newest}.extracted.xml")),
+    )
+    .unwrap();
+    let pending = xml
+        .split("<pending-audit-keys>")
+        .nth(1)
+        .and_then(|t| t.split('<').next())
+        .expect("the simulated tip has a key in flight")
+        .to_string();
+    exec_sql(
+        &src,
+        &format!("DELETE FROM ctl_audit_log WHERE audit_key IN ({pending})"),
+    );
+    heal(&w, "no longer in CTL_AUDIT_LOG", &target);
+
+    // 3. The chain is gone from the directory, its state file too (the run record stays).
+    for f in export_folders(&w.join("out")) {
+        std::fs::remove_dir_all(w.join("out").join(f)).unwrap();
+    }
+    let _ = std::fs::remove_file(w.join("out").join(gim_export::outdir::STATE_FILE));
+    // A lost chain cannot say where it took over: a receiver of the old chain refuses it (nothing
+    // is applied there, a person decides); a new receiver takes it whole.
+    heal(&w, "the chain was lost", &w.sqlite_url("fresh.db"));
+    let o = w.run_code(
+        &mut w.command(&[
+            "load",
+            "--input",
+            "out",
+            "--target",
+            &target,
+            "--accept-restart",
+        ]),
+        5,
+    );
+    assert!(stderr(&o).contains("does not fit"), "{}", stderr(&o));
 }

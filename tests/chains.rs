@@ -88,6 +88,7 @@ fn start_date_on_a_chain_needs_restart_which_starts_a_new_chain_the_loader_appli
     let first = &new[0].1;
     let restart = first
         .restart
+        .as_ref()
         .expect("the first folder says it restarts the chain");
     assert_eq!(restart.kind.as_str(), "restart");
     let old_tip = read_folder(&w.join("out").join(&aside[0]).join(old.last().unwrap())).0;
@@ -221,7 +222,7 @@ fn reexport_last_replaces_the_tail_and_loads_over_what_was_loaded() {
     let regen: Vec<_> = now.iter().filter(|(_, m, _)| m.generation == 1).collect();
     assert!(!regen.is_empty());
     let first = &regen[0].1;
-    assert_eq!(first.restart.unwrap().kind.as_str(), "reexport");
+    assert_eq!(first.restart.as_ref().unwrap().kind.as_str(), "reexport");
     let boundary = &now.iter().rfind(|(_, m, _)| m.generation == 0).unwrap().1;
     assert_eq!(
         first.hwm_from, boundary.hwm_to,
@@ -333,7 +334,7 @@ fn full_resync_removes_rows_deleted_at_the_source() {
     let now = read_exports(&w.join("out"));
     assert_eq!(now.len(), 1, "one folder holds everything");
     let (_, meta, tables) = &now[0];
-    assert_eq!(meta.restart.unwrap().kind.as_str(), "full-resync");
+    assert_eq!(meta.restart.as_ref().unwrap().kind.as_str(), "full-resync");
     let full = meta.full_tables.clone().unwrap();
     assert!(full.contains(&"interaction_fact".to_string()));
     assert!(full.contains(&"user_data_cust_dim_1".to_string()));

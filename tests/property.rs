@@ -119,6 +119,7 @@ fn check_history(seed: u64, steps: &[(u32, u8)], chunk_seconds: i64) {
                 encoding: Default::default(),
                 views: None,
                 allow_table_change: false,
+                resync_on_broken_chain: false,
             }))
             .unwrap();
         }

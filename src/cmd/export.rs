@@ -116,6 +116,13 @@ pub struct Args {
     /// --full-resync brings its older rows. A one-off: no environment variable or config key.
     #[arg(long)]
     pub allow_table_change: bool,
+    /// When the chain cannot be continued (the state file or the newest folder unreadable, the
+    /// chain lost from the output directory, pending audit keys gone from CTL_AUDIT_LOG), start a
+    /// full resync instead of failing: what stands in the way moves to broken-<time>/, the reason
+    /// is written in the new folder (<restart reason=...>), the run record and `status`. Off by
+    /// default: a broken chain otherwise stops the export for a person to look at.
+    #[arg(long, env = "GIM_EXPORT_RESYNC_ON_BROKEN_CHAIN")]
+    pub resync_on_broken_chain: bool,
     /// Remove complete export folders published more than this many days ago (0 keeps them all).
     /// The newest folder is always kept.
     #[arg(long, env = "GIM_EXPORT_KEEP_DAYS", default_value_t = 14)]
@@ -211,6 +218,7 @@ impl Args {
                 schema: self.export_views_schema.clone(),
             }),
             allow_table_change: self.allow_table_change,
+            resync_on_broken_chain: self.resync_on_broken_chain,
             encoding: OutputEncoding::from_label(&self.encoding, self.on_unmappable).ok_or_else(
                 || {
                     ConfigError(format!(

@@ -214,6 +214,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             "last_run": last_run,
             "blocked": blocked,
             "restart_under_way": restart_note,
+            "resync_reason": latest.as_ref().and_then(|m| m.restart.as_ref()).and_then(|r| r.reason.clone()),
             "target": target_json,
         });
         crate::out!("{}", serde_json::to_string_pretty(&v)?);
@@ -245,6 +246,11 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             crate::out!("max-data-ts:  {}", iso(m.max_data_ts));
             if let Some(p) = m.pending_audit_keys.as_ref().filter(|p| !p.is_empty()) {
                 crate::out!("pending keys: {p}");
+            }
+            if let Some(why) = m.restart.as_ref().and_then(|r| r.reason.as_ref()) {
+                crate::out!(
+                    "resync:       this chain began with a full resync the exporter started by itself: {why}"
+                );
             }
         }
         None => crate::out!("last folder:  none yet (no export in this directory)"),

@@ -798,6 +798,7 @@ async fn run_once(
         let zip_path = path.join(ExportName::parse(&name).expect("listed").zip_file());
         let full: Option<&Vec<String>> = meta
             .restart
+            .as_ref()
             .filter(|r| r.kind == crate::format::RestartKind::Full)
             .and(meta.full_tables.as_ref());
         let folder_plan = plan_folder_load(
@@ -859,7 +860,7 @@ async fn run_once(
             max_data_ts: meta.max_data_ts,
             zip_sha1,
             generation: meta.generation,
-            restart_after: meta.restart.map(|r| r.after.audit_key),
+            restart_after: meta.restart.as_ref().map(|r| r.after.audit_key),
         };
         if let (Some(r), Some(l)) = (&meta.restart, &last) {
             // A generation switch is rare and replaces what the target follows: it must be asked
