@@ -516,6 +516,54 @@ def print_compare(m):
                   f"{x['equal_rss_kib'] / 1024:>5.0f}Mi {x['differ_s']:>11.2f} {x['differ_rss_kib'] / 1024:>5.0f}Mi")
 
 
+def many_folders(work):
+    """Issue 15 item 3: 1,000 small folders (15-minute exports of 11 simulated days, 15 tables) loaded
+    into SQLite and PostgreSQL: ms per folder (target <= 50); and one 15-minute increment exported
+    from a source holding 30 days (target <= 0.5 s)."""
+    os.makedirs(CACHE, exist_ok=True)
+    path = os.path.join(CACHE, "folders_11d.db")
+    if not os.path.exists(path):
+        run([BIN, "-q", "simulate", "--source", f"sqlite://{path}.tmp", "--days", "11",
+             "--interactions-per-day", "2000", "--seed", str(SEED)])
+        os.rename(path + ".tmp", path)
+    out = os.path.join(work, "folders")
+    shutil.rmtree(out, ignore_errors=True)
+    e, _ = run([BIN, "-q", "export", "--source", f"sqlite://{path}", "--output", out,
+                "--chunk-size", "15m", "--catch-up"])
+    folders = len([f for f in os.listdir(out) if f.startswith("export_")])
+    tdb = os.path.join(work, "folders.db")
+    ls, lrss = ours_load(out, f"sqlite://{tdb}")
+    pg = fresh_pg_target("gim_bench_folders")
+    lp, prss = ours_load(out, pg)
+    psql("postgres", "drop database if exists gim_bench_folders")
+    # One 15-minute increment from a 30-day source.
+    month = os.path.join(CACHE, "month_30d.db")
+    if not os.path.exists(month):
+        run([BIN, "-q", "simulate", "--source", f"sqlite://{month}.tmp", "--days", "30",
+             "--interactions-per-day", "2000", "--seed", str(SEED)])
+        os.rename(month + ".tmp", month)
+    mout = os.path.join(work, "month")
+    shutil.rmtree(mout, ignore_errors=True)
+    run([BIN, "-q", "export", "--source", f"sqlite://{month}", "--output", mout, "--catch-up"])
+    src = shutil.copy(month, os.path.join(work, "month_more.db"))
+    run([BIN, "-q", "simulate", "--source", f"sqlite://{src}", "--days", "1",
+         "--interactions-per-day", "100", "--seed", str(SEED)])
+    inc, _ = run([BIN, "-q", "export", "--source", f"sqlite://{src}", "--output", mout,
+                  "--chunk-size", "15m"])
+    return {"folders": folders, "export_ms": 1000 * e / folders,
+            "load_sqlite_ms": 1000 * ls / folders, "load_sqlite_rss_kib": lrss,
+            "load_postgres_ms": 1000 * lp / folders, "load_postgres_rss_kib": prss,
+            "increment_from_30_days_s": inc}
+
+
+def print_many_folders(x):
+    print(f"\n{x['folders']} small folders (15-minute exports, 15 tables): export {x['export_ms']:.1f} ms, "
+          f"load SQLite {x['load_sqlite_ms']:.1f} ms ({x['load_sqlite_rss_kib'] / 1024:.0f} MiB), "
+          f"load PostgreSQL {x['load_postgres_ms']:.1f} ms ({x['load_postgres_rss_kib'] / 1024:.0f} MiB) a folder "
+          f"(target <= 50 ms); one 15-minute increment from a 30-day source: "
+          f"{x['increment_from_30_days_s']:.2f} s (target <= 0.5 s)")
+
+
 def print_mariadb(m):
     print("\nMariaDB load beside the floor by hand (LOAD DATA LOCAL INFILE + INSERT ... ON DUPLICATE KEY "
           "UPDATE, one transaction); target <= 1.1x")
@@ -566,6 +614,13 @@ def main():
     os.makedirs(OUT_DIR, exist_ok=True)
     work = tempfile.mkdtemp(prefix="gim-bench-")
     results = {"runs": RUNS, "interactions": MAIN}
+    if ONLY == "folders":
+        try:
+            results["many_folders"] = many_folders(work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print_many_folders(results["many_folders"])
+        return
     if ONLY == "compare":
         try:
             results["compare"] = compare_bench(work)
@@ -666,6 +721,7 @@ def main():
         results["mariadb"] = mariadb_load(work)
         results["mariadb_export"] = mariadb_export(work)
         results["compare"] = compare_bench(work)
+        results["many_folders"] = many_folders(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -704,6 +760,7 @@ def print_table(r):
     print_mariadb(r["mariadb"])
     print_mariadb_export(r["mariadb_export"])
     print_compare(r["compare"])
+    print_many_folders(r["many_folders"])
     print(f"\nwrote {os.path.join(OUT_DIR, 'results.json')}")
 
 
