@@ -321,9 +321,12 @@ def table_cost(work):
         pg = fresh_pg_target("gim_bench_wide")
         lp, _ = ours_load(out, pg)
         psql("postgres", "drop database if exists gim_bench_wide")
+        lm, _ = ours_load(out, fresh_my_target("gim_bench_wide"))
+        mysql("mysql", "drop database if exists gim_bench_wide")
         result[str(15 + extra)] = {"folders": folders, "export_ms": 1000 * e / folders,
                                    "load_sqlite_ms": 1000 * ls / folders,
-                                   "load_postgres_ms": 1000 * lp / folders}
+                                   "load_postgres_ms": 1000 * lp / folders,
+                                   "load_mariadb_ms": 1000 * lm / folders}
     return result
 
 
@@ -577,10 +580,11 @@ def print_mariadb(m):
 
 def print_table_cost(c):
     print("\ncost per 15-minute folder (target <= 150 ms with 200 tables)")
-    print(f"{'tables':>6} {'folders':>8} {'export ms':>10} {'load SQLite ms':>15} {'load PostgreSQL ms':>19}")
+    print(f"{'tables':>6} {'folders':>8} {'export ms':>10} {'load SQLite ms':>15} {'load PostgreSQL ms':>19} "
+          f"{'load MariaDB ms':>16}")
     for tables, x in c.items():
         print(f"{tables:>6} {x['folders']:>8} {x['export_ms']:>10.1f} {x['load_sqlite_ms']:>15.1f} "
-              f"{x['load_postgres_ms']:>19.1f}")
+              f"{x['load_postgres_ms']:>19.1f} {x['load_mariadb_ms']:>16.1f}")
 
 
 def print_scale(m):
