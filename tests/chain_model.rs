@@ -2,7 +2,7 @@
 //! and in-flight keys; deleted rows), exports of every kind (plain, `--catch-up`, `--restart` with
 //! and without `--start-date`, `--reexport-last`, `--full-resync`, `--include` with
 //! `--allow-table-change`), kills at random writes, and three receivers that load at their own
-//! moments (one always current, one that skips runs, one that starts late). After a final catch-up
+//! moments (SQLite always current, PostgreSQL skipping runs, MariaDB starting late). After a final catch-up
 //! and load, every receiver holds exactly the source's rows of the audit keys it was sent or is owed.
 //!
 //! `make test` runs a short fixed-seed walk; `make soak` a long one (GIM_EXPORT_SOAK_ROUNDS walks of
@@ -233,6 +233,7 @@ fn walk(seed: u64, steps: usize) -> usize {
     let per_day = (40 + rng.below(60)).to_string();
     let sim_seed = seed.to_string();
     let pg = PgDb::new(&format!("model{}", seed % 1000));
+    let my = MyDb::new(&format!("model{}", seed % 1000));
     let receivers = [
         Receiver {
             name: "current",
@@ -248,7 +249,7 @@ fn walk(seed: u64, steps: usize) -> usize {
         },
         Receiver {
             name: "late",
-            url: w.sqlite_url("late.db"),
+            url: my.url(),
             loads: 60,
             starts_at: steps / 2,
         },

@@ -31,6 +31,8 @@ pub struct MyTarget {
     /// One connection: the stage tables are temporary (per session), and the lock is the session's.
     conn: Mutex<Option<Conn>>,
     lock_name: String,
+    /// The server's `max_allowed_packet`: no statement the loader sends may be larger.
+    max_packet: usize,
 }
 
 /// `ON CONFLICT (key) DO UPDATE SET c = excluded.c` as MariaDB/MySQL writes it:
@@ -180,6 +182,11 @@ impl MyTarget {
             }
             .into());
         };
+        let max_packet = conn
+            .query_first::<u64, _>("SELECT @@max_allowed_packet")
+            .await
+            .map_err(|e| db::mysql::error(url, "reading max_allowed_packet", e))?
+            .unwrap_or(4 * 1024 * 1024) as usize;
         // GET_LOCK names are server-wide: one lock per database (at most 64 characters).
         let mut lock_name = format!("gim-export-load:{database}");
         lock_name.truncate(64);
@@ -187,6 +194,7 @@ impl MyTarget {
             url: url.clone(),
             conn: Mutex::new(Some(conn)),
             lock_name,
+            max_packet,
         })
     }
 
@@ -471,7 +479,8 @@ impl MyTarget {
         entry: &LedgerEntry,
         encoding: &'static encoding_rs::Encoding,
     ) -> Result<BTreeMap<usize, u64>> {
-        const BATCH_BYTES: usize = 4 * 1024 * 1024;
+        // Half the server's max_allowed_packet (4 MiB on older servers), at most 4 MiB.
+        let batch_bytes = (self.max_packet / 2).min(4 * 1024 * 1024);
         let candidates: Vec<TablePlan> = plans
             .iter()
             .zip(binary)
@@ -520,7 +529,7 @@ impl MyTarget {
                 last = key;
                 ascending && check.record(&rec).is_ok()
             });
-            if !plain || batch.len() > BATCH_BYTES {
+            if !plain || batch.len() > batch_bytes {
                 continue;
             }
             // The format cannot tell NULL from the empty string: both load as NULL, as LOAD DATA does.
