@@ -163,3 +163,57 @@ fn small_tables_with_a_repeated_key_or_a_bad_value_fall_back_to_the_staged_merge
     );
     assert_eq!(db.sql("SELECT count(*) FROM gim_export_ledger"), "0");
 }
+
+/// Issue 15: a table with no rows yet takes the CSV straight from COPY (no stage, no upsert); a
+/// repeated key makes that COPY fail, and the staged path then loads the folder as before (the last
+/// line of the key wins).
+#[test]
+fn a_large_table_copies_straight_into_an_empty_postgres_table_and_falls_back_on_a_repeated_key() {
+    let w = Workdir::new("direct-copy");
+    let src = w.sqlite_url("im.db");
+    simulate(&w, &src, 1, 3200, 3);
+    w.run(&["export", "--source", &src, "--output", "out"]);
+    let name = export_folders(&w.join("out"))[0].clone();
+    copy_dir(&w.join("out").join(&name), &w.join("dup").join(&name));
+    let debug = |target: &str, input: &str| {
+        let o = w.run_code(
+            w.command(&["load", "--input", input, "--target", target])
+                .env("GIM_EXPORT_LOG", "debug"),
+            0,
+        );
+        stderr(&o)
+    };
+    let plain = PgDb::new("direct");
+    let said = debug(&plain.url(), "out");
+    assert!(said.contains("rows copied into the empty table"), "{said}");
+    let o = w.run(&["compare", "--source", &src, "--target", &plain.url()]);
+    assert!(
+        stdout(&o).contains("in sync: 15 table(s)"),
+        "{}",
+        stdout(&o)
+    );
+
+    // The last line again, under the same key, with another value.
+    let mut last = String::new();
+    crate::tamper::rewrite_entry(
+        &w.join("dup").join(&name),
+        "irf_user_data_cust_1.csv",
+        |csv| {
+            let text = std::str::from_utf8(csv).unwrap();
+            let line = text.lines().last().unwrap();
+            let mut fields: Vec<&str> = line.split(',').collect();
+            fields[5] = "repeated";
+            last = fields[0].to_string();
+            format!("{text}{}\n", fields.join(",")).into_bytes()
+        },
+    );
+    let dup = PgDb::new("direct_dup");
+    let said = debug(&dup.url(), "dup");
+    assert!(said.contains("COPY into the empty table refused"), "{said}");
+    assert_eq!(
+        dup.sql(&format!(
+            "SELECT custom_data_1 FROM irf_user_data_cust_1 WHERE interaction_resource_id = {last}"
+        )),
+        "repeated"
+    );
+}

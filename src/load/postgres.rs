@@ -181,6 +181,16 @@ impl TargetDb for PgTarget {
             .enumerate()
             .filter(|(i, _)| !done.contains_key(i))
         {
+            // A table with no rows yet (a first load) takes the CSV straight from COPY: no stage,
+            // no upsert, each row written once.
+            if let Some(n) = self
+                .copy_into_empty(&mut tx, zip_path, schema, plan, entry, encoding)
+                .await?
+            {
+                rows.insert(plan.table.clone(), n);
+                checkpoint();
+                continue;
+            }
             let what = format!("loading table {}", plan.table);
             let cols = stage_columns(plan);
             let stage = stage_name(plan);
@@ -398,6 +408,107 @@ impl TargetDb for PgTarget {
 }
 
 impl PgTarget {
+    /// `COPY table FROM STDIN` straight into a target table that holds no rows, inside a savepoint.
+    /// Returns the rows copied; `None` when the table holds rows, is a full resync's, or is small
+    /// (the batch takes those), and when the COPY fails (rolled back to the savepoint: the staged
+    /// path then runs, dedupes a repeated key and names the line of a refused value). A checksum or
+    /// row count that does not hold refuses the folder, as on the staged path.
+    async fn copy_into_empty(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Postgres>,
+        zip_path: &Path,
+        schema: &FolderPlan,
+        plan: &TablePlan,
+        entry: &LedgerEntry,
+        encoding: &'static encoding_rs::Encoding,
+    ) -> Result<Option<u64>> {
+        if plan.remove_missing || plan.declared_rows.is_some_and(|n| n < 5_000) {
+            return Ok(None);
+        }
+        let what = format!("loading table {}", plan.table);
+        let t = db::quote_ident(&plan.table);
+        let empty: bool = sqlx::query_scalar(&format!("SELECT NOT EXISTS (SELECT 1 FROM {t})"))
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(DbError::on(&self.url, &what))?;
+        if !empty {
+            return Ok(None);
+        }
+        sqlx::raw_sql("SAVEPOINT gx_direct")
+            .execute(&mut **tx)
+            .await
+            .map_err(DbError::on(&self.url, &what))?;
+        super::progress::table(&plan.table);
+        let (mut chunks, hasher) = stream_csv(
+            zip_path,
+            &plan.entry,
+            encoding,
+            schema.limits.max_field_bytes,
+        );
+        let copied: Result<Result<u64, sqlx::Error>> = async {
+            let mut copy = match db::within_timeout(
+                &self.url,
+                &what,
+                tx.copy_in_raw(&format!(
+                    "COPY {t} ({}) FROM STDIN WITH (FORMAT csv, HEADER true)",
+                    stage_columns(plan)
+                )),
+            )
+            .await?
+            {
+                Ok(c) => c,
+                Err(e) => return Ok(Err(e)),
+            };
+            while let Some(chunk) = chunks.recv().await {
+                if let Err(e) = db::within_timeout(&self.url, &what, copy.send(chunk)).await? {
+                    return Ok(Err(e));
+                }
+                checkpoint();
+            }
+            Ok(db::within_timeout(&self.url, &what, copy.finish()).await?)
+        }
+        .await;
+        drop(chunks);
+        let digest = hasher.await.context("CSV reader thread failed")?;
+        let n = match (copied?, digest) {
+            (Ok(n), Ok(digest)) => {
+                check_loaded_sha1(&entry.folder, plan, &digest)?;
+                check_rows(&entry.folder, plan, n, &schema.limits)?;
+                n
+            }
+            (Err(sqlx::Error::Database(d)), Ok(_))
+                if d.code()
+                    .is_some_and(|c| c.starts_with("22") || c.starts_with("23")) =>
+            {
+                tracing::debug!(
+                    "table {}: COPY into the empty table refused ({}); staging it",
+                    plan.table,
+                    d.message()
+                );
+                sqlx::raw_sql("ROLLBACK TO SAVEPOINT gx_direct")
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(DbError::on(&self.url, &what))?;
+                return Ok(None);
+            }
+            (Err(e), Ok(_)) => return Err(DbError::on(&self.url, &what)(e).into()),
+            (_, Err(e)) => {
+                return Err(LoadRefused::Table {
+                    folder: entry.folder.clone(),
+                    table: plan.table.clone(),
+                    reason: format!("cannot read zip entry {}: {e:#}", plan.entry),
+                }
+                .into())
+            }
+        };
+        sqlx::raw_sql("RELEASE SAVEPOINT gx_direct")
+            .execute(&mut **tx)
+            .await
+            .map_err(DbError::on(&self.url, &what))?;
+        tracing::debug!("table {}: {n} rows copied into the empty table", plan.table);
+        Ok(Some(n))
+    }
+
     /// Merges the folder's small tables (see [`small`](super::small)) in one batch of statements, one
     /// round trip, inside a savepoint. Returns the row count of each table it merged, by plan index;
     /// none when the batch fails (rolled back to the savepoint: the staged path then reports why).
