@@ -217,3 +217,45 @@ fn a_large_table_copies_straight_into_an_empty_postgres_table_and_falls_back_on_
         "repeated"
     );
 }
+
+/// Issue 15: loading rows a PostgreSQL target already holds unchanged writes no new row version (a
+/// folder loaded again, a re-export's overlap, a full resync), while a changed row is updated.
+#[test]
+fn postgres_rows_that_did_not_change_are_not_rewritten() {
+    let (w, src, _) = one_folder("skip-unchanged");
+    let pg = PgDb::new("skip_unchanged");
+    w.run(&["load", "--input", "out", "--target", &pg.url()]);
+    let versions = || {
+        pg.sql("SELECT string_agg(xmin::text, ',' ORDER BY interaction_id) FROM interaction_fact")
+    };
+    let before = versions();
+    let changed = pg.sql("SELECT min(interaction_id) FROM interaction_fact");
+    exec_sql(
+        &pg.url(),
+        &format!(
+            "UPDATE interaction_fact SET status = status + 1 WHERE interaction_id = {changed}; \
+             DELETE FROM gim_export_ledger"
+        ),
+    );
+    let touched = versions();
+    w.run(&["load", "--input", "out", "--target", &pg.url()]);
+    let after = versions();
+    let differ = |a: &str, b: &str| {
+        a.split(',')
+            .zip(b.split(','))
+            .filter(|(x, y)| x != y)
+            .count()
+    };
+    assert_eq!(differ(&before, &touched), 1, "the hand-made change");
+    assert_eq!(
+        differ(&touched, &after),
+        1,
+        "only the changed row is written again"
+    );
+    let o = w.run(&["compare", "--source", &src, "--target", &pg.url()]);
+    assert!(
+        stdout(&o).contains("in sync: 15 table(s)"),
+        "{}",
+        stdout(&o)
+    );
+}

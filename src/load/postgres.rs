@@ -298,7 +298,7 @@ impl TargetDb for PgTarget {
                 "writing to the target",
                 sqlx::raw_sql(&format!(
                     "SAVEPOINT gx_merge; {}; RELEASE SAVEPOINT gx_merge",
-                    merge_sql(plan, &stage, false, "ctid")
+                    skip_unchanged(&merge_sql(plan, &stage, false, "ctid"), plan)
                 ))
                 .execute(&mut *tx),
             )
@@ -311,7 +311,7 @@ impl TargetDb for PgTarget {
                         "writing to the target",
                         sqlx::raw_sql(&format!(
                             "ROLLBACK TO SAVEPOINT gx_merge; {}; RELEASE SAVEPOINT gx_merge",
-                            merge_sql(plan, &stage, true, "ctid")
+                            skip_unchanged(&merge_sql(plan, &stage, true, "ctid"), plan)
                         ))
                         .execute(&mut *tx),
                     )
@@ -542,7 +542,9 @@ impl PgTarget {
         );
         let mut done = BTreeMap::new();
         for t in &tables {
-            if let Some(sql) = super::merge_values_sql(&plans[t.plan], &t.rows) {
+            if let Some(sql) = super::merge_values_sql(&plans[t.plan], &t.rows)
+                .map(|sql| skip_unchanged(&sql, &plans[t.plan]))
+            {
                 batch.push('\n');
                 batch.push_str(&sql);
                 batch.push(';');
@@ -594,6 +596,30 @@ impl PgTarget {
             Err(e) => Err(DbError::on(&self.url, "writing to the target")(e).into()),
         }
     }
+}
+
+/// The upsert leaves a row that already holds the same values alone: `DO UPDATE ... WHERE (target
+/// columns) IS DISTINCT FROM (incoming)`. A folder loaded again, a re-export's overlap or a full resync
+/// then writes no new row versions (no heap, index or WAL traffic) for what did not change.
+fn skip_unchanged(sql: &str, plan: &TablePlan) -> String {
+    if !sql.contains(" DO UPDATE SET ") {
+        return sql.to_string();
+    }
+    let t = db::quote_ident(&plan.table);
+    let (mine, theirs): (Vec<String>, Vec<String>) = plan
+        .columns
+        .iter()
+        .filter(|c| !plan.primary_key.contains(c))
+        .map(|c| {
+            let c = db::quote_ident(c);
+            (format!("{t}.{c}"), format!("excluded.{c}"))
+        })
+        .unzip();
+    format!(
+        "{sql} WHERE ({}) IS DISTINCT FROM ({})",
+        mine.join(", "),
+        theirs.join(", ")
+    )
 }
 
 /// `?` placeholders as PostgreSQL's `$1, $2, ...`.
