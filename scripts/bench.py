@@ -559,6 +559,66 @@ def many_folders(work):
             "increment_from_30_days_s": inc}
 
 
+def flat_history(work):
+    """Issue 15 item 4: a 30-day source exported one daily folder per run, each folder loaded into
+    SQLite and PostgreSQL as it comes: rows/s of the last 5 days beside the first 5 (target: within
+    10%), peak RSS of each run."""
+    month = os.path.join(CACHE, "month_30d.db")
+    if not os.path.exists(month):
+        run([BIN, "-q", "simulate", "--source", f"sqlite://{month}.tmp", "--days", "30",
+             "--interactions-per-day", "2000", "--seed", str(SEED)])
+        os.rename(month + ".tmp", month)
+    out = os.path.join(work, "flat")
+    shutil.rmtree(out, ignore_errors=True)
+    tdb = os.path.join(work, "flat.db")
+    pg = fresh_pg_target("gim_bench_flat")
+    days = []
+    while True:
+        start = time.monotonic()
+        proc = subprocess.Popen([BIN, "-q", "export", "--source", f"sqlite://{month}", "--output", out],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        e = (time.monotonic() - start, usage.ru_maxrss)
+        err = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+        code = os.waitstatus_to_exitcode(status)
+        if code == 3:
+            break
+        if code != 0:
+            sys.exit(f"bench: export failed ({code}): {err}")
+        folder = os.path.join(out, sorted(f for f in os.listdir(out) if f.startswith("export_"))[-1])
+        ls = ours_load(folder, f"sqlite://{tdb}")
+        lp = ours_load(folder, pg)
+        days.append({"rows": export_info_folder(folder), "export": e, "sqlite": ls, "postgres": lp})
+    psql("postgres", "drop database if exists gim_bench_flat")
+    def rate(part, key):
+        return sum(d["rows"] for d in part) / sum(d[key][0] for d in part)
+    # Full days only: the first folder lands in empty tables (a faster path on every target) and
+    # the last one holds the few keys of a day just begun; both say nothing of growth.
+    full = days[1:-1]
+    first, last = full[:5], full[-5:]
+    return {"days": len(days),
+            "rates": {k: (rate(first, k), rate(last, k)) for k in ("export", "sqlite", "postgres")},
+            "rss_kib": {k: (max(d[k][1] for d in first), max(d[k][1] for d in last))
+                        for k in ("export", "sqlite", "postgres")},
+            "per_day_s": {k: [round(d[k][0], 3) for d in days] for k in ("export", "sqlite", "postgres")}}
+
+
+def export_info_folder(folder):
+    name = os.path.basename(folder)
+    root = ET.parse(os.path.join(folder, f"{name}.extracted.xml")).getroot()
+    return sum(int(t.get("rows")) for t in root.iter("table"))
+
+
+def print_flat(x):
+    print(f"\nflat as history grows: {x['days']} daily folders from a 30-day source, each exported and "
+          "loaded in its own run; days 2-6 beside the last 5 full days (target: within 10%)")
+    for k, (a, b) in x["rates"].items():
+        ra, rb = x["rss_kib"][k]
+        print(f"{k:<9} first 5 days {a:>10,.0f} rows/s  last 5 days {b:>10,.0f} rows/s  "
+              f"({100 * (b - a) / a:+.1f}%)  peak RSS {ra / 1024:.0f} -> {rb / 1024:.0f} MiB")
+
+
 def print_many_folders(x):
     print(f"\n{x['folders']} small folders (15-minute exports, 15 tables): export {x['export_ms']:.1f} ms, "
           f"load SQLite {x['load_sqlite_ms']:.1f} ms ({x['load_sqlite_rss_kib'] / 1024:.0f} MiB), "
@@ -621,9 +681,11 @@ def main():
     if ONLY == "folders":
         try:
             results["many_folders"] = many_folders(work)
+            results["flat"] = flat_history(work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         print_many_folders(results["many_folders"])
+        print_flat(results["flat"])
         return
     if ONLY == "compare":
         try:
@@ -726,6 +788,7 @@ def main():
         results["mariadb_export"] = mariadb_export(work)
         results["compare"] = compare_bench(work)
         results["many_folders"] = many_folders(work)
+        results["flat"] = flat_history(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -765,6 +828,7 @@ def print_table(r):
     print_mariadb_export(r["mariadb_export"])
     print_compare(r["compare"])
     print_many_folders(r["many_folders"])
+    print_flat(r["flat"])
     print(f"\nwrote {os.path.join(OUT_DIR, 'results.json')}")
 
 
