@@ -1403,6 +1403,52 @@ impl<'a> RecordCheck<'a> {
     }
 }
 
+/// Whether a file's keys are integers in strictly ascending order, as exports write them, seen one
+/// record at a time in constant memory: then no key repeats, and a merge needs neither a dedupe nor
+/// an order. Any other key (a text, an empty field, a step back) makes it false for good.
+pub struct KeyOrder {
+    key_at: Vec<usize>,
+    last: Vec<i128>,
+    key: Vec<i128>,
+    ascending: bool,
+}
+
+impl KeyOrder {
+    pub fn new(plan: &TablePlan) -> Self {
+        let key_at: Vec<usize> = plan
+            .primary_key
+            .iter()
+            .filter_map(|k| plan.columns.iter().position(|c| c == k))
+            .collect();
+        KeyOrder {
+            ascending: key_at.len() == plan.primary_key.len(),
+            key_at,
+            last: Vec::new(),
+            key: Vec::new(),
+        }
+    }
+
+    /// Takes the next record's fields (`field(i)` is column `i`, `None` when empty).
+    pub fn see<'r>(&mut self, field: impl Fn(usize) -> Option<&'r str>) {
+        if !self.ascending {
+            return;
+        }
+        self.key.clear();
+        self.key.extend(
+            self.key_at
+                .iter()
+                .filter_map(|&i| field(i).and_then(|v| v.parse::<i128>().ok())),
+        );
+        self.ascending =
+            self.key.len() == self.key_at.len() && (self.last.is_empty() || self.key > self.last);
+        std::mem::swap(&mut self.last, &mut self.key);
+    }
+
+    pub fn ascending(&self) -> bool {
+        self.ascending
+    }
+}
+
 /// A CSV's content refused by [`RecordCheck`] while streaming (see [`stream_checked_csv`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -1445,13 +1491,7 @@ pub fn stream_checked_csv(
                 taken: Vec::with_capacity(CHUNK + 64 * 1024),
             });
         csv.headers()?;
-        let key_at: Vec<usize> = plan
-            .primary_key
-            .iter()
-            .filter_map(|k| plan.columns.iter().position(|c| c == k))
-            .collect();
-        let mut ascending = key_at.len() == plan.primary_key.len();
-        let (mut last, mut key) = (Vec::<i128>::new(), Vec::<i128>::new());
+        let mut order = KeyOrder::new(&plan);
         let mut rec = csv::StringRecord::new();
         let mut counted = 0u64;
         loop {
@@ -1461,17 +1501,7 @@ pub fn stream_checked_csv(
             if more {
                 check.record(&rec).map_err(RecordRefused)?;
                 counted += 1;
-                if ascending {
-                    key.clear();
-                    for &i in &key_at {
-                        match rec[i].parse::<i128>() {
-                            Ok(v) => key.push(v),
-                            Err(_) => ascending = false,
-                        }
-                    }
-                    ascending = ascending && (last.is_empty() || key > last);
-                    std::mem::swap(&mut last, &mut key);
-                }
+                order.see(|i| rec.get(i));
             }
             // Forward what has been read and checked; the CSV reader's look-ahead goes with it and
             // is checked with the next records before the stream ends.
@@ -1490,7 +1520,7 @@ pub fn stream_checked_csv(
             }
         }
         drop(csv);
-        Ok((raw.hex(), ascending))
+        Ok((raw.hex(), order.ascending()))
     });
     (rx, handle)
 }

@@ -330,7 +330,7 @@ impl MyTarget {
         }
     }
 
-    /// Stages and merges one table; returns the rows the CSV held, and the rows a full resync removed.
+    /// Stages and merges one table (`plan` with [`checked_types`]); returns the rows the CSV held, and the rows a full resync removed.
     #[allow(clippy::too_many_arguments)]
     async fn load_table(
         &self,
@@ -366,12 +366,8 @@ impl MyTarget {
         super::progress::table(&plan.table);
         // MariaDB converts what PostgreSQL refuses (1.5 into an integer, silently): every record is
         // checked on the reading thread as the SQLite loader checks it.
-        let (chunks, hasher) = stream_checked_csv(
-            zip_path,
-            &checked_types(plan),
-            encoding,
-            schema.limits.max_field_bytes,
-        );
+        let (chunks, hasher) =
+            stream_checked_csv(zip_path, plan, encoding, schema.limits.max_field_bytes);
         let data = futures::stream::unfold(chunks, |mut rx| async move {
             rx.recv()
                 .await
@@ -485,50 +481,26 @@ impl MyTarget {
             .iter()
             .zip(binary)
             .map(|(p, b)| {
-                let mut p = checked_types(p);
+                let mut p = p.clone();
                 if !b.is_empty() {
                     p.declared_rows = None; // binary columns: not a candidate
                 }
                 p
             })
             .collect();
-        if !candidates.iter().any(super::small::candidate) {
-            return Ok(BTreeMap::new());
-        }
-        let (zip, owned, limit) = (
-            zip_path.to_path_buf(),
-            candidates.clone(),
-            schema.limits.max_field_bytes,
-        );
-        let tables =
-            tokio::task::spawn_blocking(move || super::small::read(&zip, &owned, encoding, limit))
-                .await
-                .context("small-table reader thread failed")??;
+        let limit = schema.limits.max_field_bytes;
+        let tables = super::small::read_all(zip_path, &candidates, encoding, limit).await?;
         let mut batch = String::from("SAVEPOINT gx_small;");
         let mut done = BTreeMap::new();
         for t in &tables {
             let plan = &candidates[t.plan];
             let check = super::RecordCheck::new(plan, limit);
-            let key_at: Vec<usize> = plan
-                .primary_key
-                .iter()
-                .filter_map(|k| plan.columns.iter().position(|c| c == k))
-                .collect();
-            let mut last: Option<Vec<i128>> = None;
+            let mut order = super::KeyOrder::new(plan);
             let plain = t.rows.iter().all(|r| {
+                order.see(|i| r[i].as_deref());
                 let rec: csv::StringRecord = r.iter().map(|v| v.as_deref().unwrap_or("")).collect();
-                let key: Option<Vec<i128>> = key_at
-                    .iter()
-                    .map(|&i| r[i].as_deref().and_then(|v| v.parse().ok()))
-                    .collect();
-                let ascending = match (&key, &last) {
-                    (Some(k), Some(l)) => k > l,
-                    (Some(_), None) => true,
-                    (None, _) => false,
-                };
-                last = key;
-                ascending && check.record(&rec).is_ok()
-            });
+                check.record(&rec).is_ok()
+            }) && order.ascending();
             if !plain || batch.len() > batch_bytes {
                 continue;
             }
@@ -599,6 +571,9 @@ impl MyTarget {
         let mut removed = Removed::new();
         let url = &self.url;
         let err = |what: &'static str| move |e| db::mysql::error(url, what, e);
+        // The plans with the types values are checked against (see checked_types), once.
+        let plans: Vec<TablePlan> = plans.iter().map(checked_types).collect();
+        let plans = plans.as_slice();
         // Binary columns, from the target's declared types (the plan carries them).
         let binary: Vec<Vec<String>> = plans
             .iter()

@@ -521,18 +521,9 @@ impl PgTarget {
         entry: &LedgerEntry,
         encoding: &'static encoding_rs::Encoding,
     ) -> Result<BTreeMap<usize, u64>> {
-        if !plans.iter().any(super::small::candidate) {
-            return Ok(BTreeMap::new());
-        }
-        let (zip, owned, limit) = (
-            zip_path.to_path_buf(),
-            plans.to_vec(),
-            schema.limits.max_field_bytes,
-        );
         let tables =
-            tokio::task::spawn_blocking(move || super::small::read(&zip, &owned, encoding, limit))
-                .await
-                .context("small-table reader thread failed")??;
+            super::small::read_all(zip_path, plans, encoding, schema.limits.max_field_bytes)
+                .await?;
         if tables.is_empty() {
             return Ok(BTreeMap::new());
         }

@@ -79,6 +79,23 @@ pub fn read(
     Ok(out)
 }
 
+/// [`read`] on a blocking thread, for a loader's async apply; nothing to read when no plan is a
+/// [`candidate`].
+pub async fn read_all(
+    zip_path: &Path,
+    plans: &[TablePlan],
+    encoding: &'static encoding_rs::Encoding,
+    max_field_bytes: u64,
+) -> Result<Vec<SmallTable>> {
+    if !plans.iter().any(candidate) {
+        return Ok(Vec::new());
+    }
+    let (zip, owned) = (zip_path.to_path_buf(), plans.to_vec());
+    tokio::task::spawn_blocking(move || read(&zip, &owned, encoding, max_field_bytes))
+        .await
+        .map_err(|e| anyhow::anyhow!("small-table reader thread failed: {e}"))?
+}
+
 /// The rows of a plain CSV after its header line, as `COPY ... (FORMAT csv, HEADER true)` reads them,
 /// or `None` for anything that is not plain: a carriage return outside quotes, a `\.` line, a quote inside an unquoted
 /// field or after a closing quote, a quoted header, a row of another width than `width`, a field over

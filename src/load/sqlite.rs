@@ -189,13 +189,7 @@ impl TargetDb for SqliteTarget {
             let mut records = csv.records();
             // Whether the keys are integers that strictly ascend, as exports write them: then no key
             // repeats and the merge needs no dedupe (a window sort over the whole stage).
-            let key_at: Vec<usize> = plan
-                .primary_key
-                .iter()
-                .filter_map(|k| plan.columns.iter().position(|c| c == k))
-                .collect();
-            let mut ascending = key_at.len() == plan.primary_key.len();
-            let (mut last, mut key) = (Vec::<i128>::new(), Vec::<i128>::new());
+            let mut order = super::KeyOrder::new(plan);
             {
                 // The stage is filled through SQLite's own API on the transaction's connection: a
                 // prepared single-row INSERT, bound and stepped per row, without sqlx's worker
@@ -232,12 +226,7 @@ impl TargetDb for SqliteTarget {
                 {
                     // SQLite stores anything anywhere: refuse what PostgreSQL would.
                     check.record(&rec).map_err(refused)?;
-                    if ascending {
-                        key.clear();
-                        key.extend(key_at.iter().filter_map(|&i| rec[i].parse::<i128>().ok()));
-                        ascending = key.len() == key_at.len() && (last.is_empty() || key > last);
-                        std::mem::swap(&mut last, &mut key);
-                    }
+                    order.see(|i| rec.get(i));
                     stmt.execute(rusqlite::params_from_iter(
                         rec.iter().map(|f| (!f.is_empty()).then_some(f)),
                     ))
@@ -258,7 +247,7 @@ impl TargetDb for SqliteTarget {
             check_loaded_sha1(&entry.folder, plan, &raw.hex())?;
             check_rows(&entry.folder, plan, seq as u64, &schema.limits)?;
             rows.insert(plan.table.clone(), seq as u64);
-            sqlx::raw_sql(&merge_sql(plan, "gx_stage", !ascending, "rowid"))
+            sqlx::raw_sql(&merge_sql(plan, "gx_stage", !order.ascending(), "rowid"))
                 .execute(&mut *tx)
                 .await
                 .map_err(err(&what))?;
