@@ -43,7 +43,8 @@ Exit codes:
   2  configuration or usage error
   3  nothing to do (export: no newly settled data; load: no new folder)
   4  another run holds the output directory's lock (export) or the target (load)
-  5  verification failed (a folder is damaged, incomplete, out of chain, or cannot be loaded)
+  5  verification failed (a folder is damaged, incomplete, out of chain, or cannot be loaded);
+     compare: the source and the target differ
   6  source or target database error
   7  file error (output directory, export folders)
   8  export: published, but --on-publish failed (the folder is kept and the hook retried next run)
