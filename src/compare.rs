@@ -58,6 +58,8 @@ pub struct Report {
     /// Source keys at or below it still in flight (their rows are left out on both sides).
     pub in_flight: usize,
     pub tables: Vec<TableDiff>,
+    /// The repair folder written (`--repair`), if anything differed.
+    pub repair: Option<crate::repair::RepairWritten>,
 }
 
 impl Report {
@@ -72,6 +74,7 @@ pub async fn run(
     target_url: &DbUrl,
     only: &[String],
     max_examples: usize,
+    repair: Option<&crate::repair::RepairOptions>,
 ) -> Result<Report> {
     let target = Target::connect(target_url).await?;
     let ledger = target.ledger().await.with_context(|| {
@@ -81,6 +84,10 @@ pub async fn run(
     target.close().await;
     let last = ledger.last().cloned();
     let hwm = last.as_ref().map(|l| l.hwm_to.audit_key).unwrap_or(0);
+    let mut folder = repair
+        .map(|o| crate::repair::RepairFolder::begin(o, &ledger))
+        .transpose()?;
+    let bar = progress_bar();
 
     // Reading the target with the exporter's reader: the same text for the same values.
     let src = Source::connect(source_url, 1).await?;
@@ -93,6 +100,12 @@ pub async fn run(
         .map(|e| e.audit_key)
         .collect();
     let dst = Source::connect(target_url, 1).await?;
+    let scope = Scope {
+        hwm,
+        in_flight: &in_flight,
+        max_examples,
+        bar: bar.clone(),
+    };
     let mut tables = Vec::new();
     for st in src.tables().await?.iter().filter(|t| t.is_exportable()) {
         let name = st.lower_name();
@@ -102,20 +115,46 @@ pub async fn run(
         let Some(tt) = target_tables.iter().find(|t| t.lower_name() == name) else {
             continue;
         };
+        if let Some(b) = &bar {
+            b.set_message(name.clone());
+        }
         tables.push(
-            compare_table(&src, &dst, st, tt, hwm, &in_flight, max_examples)
+            compare_table(&src, &dst, st, tt, &scope, folder.as_mut())
                 .await
                 .with_context(|| format!("comparing table {name}"))?,
         );
     }
     src.close().await;
     dst.close().await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let repair = match folder {
+        Some(f) => tokio::task::spawn_blocking(move || f.publish())
+            .await
+            .context("the repair writer failed")??,
+        None => None,
+    };
     Ok(Report {
         last_folder: last.map(|l| l.folder),
         up_to_audit_key: hwm,
         in_flight: in_flight.len(),
         tables,
+        repair,
     })
+}
+
+/// A spinner on a terminal: the table being compared, rows read on both sides, and the rate.
+fn progress_bar() -> Option<indicatif::ProgressBar> {
+    if !crate::logging::progress_enabled() {
+        return None;
+    }
+    let bar = crate::logging::bars().add(indicatif::ProgressBar::new_spinner());
+    bar.set_style(crate::logging::bar_style(
+        "{spinner} compare {msg:<28} {human_pos:>11} rows {rate:>12} {elapsed}",
+    ));
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    Some(bar)
 }
 
 /// The columns both sides have, in the source's order (the key first as the source orders it).
@@ -140,15 +179,25 @@ fn common(st: &Table, tt: &Table) -> (Table, Table) {
     (pick(st, 0), pick(tt, 1))
 }
 
+/// What every table is compared within.
+struct Scope<'a> {
+    /// The target's last applied hwm-to.
+    hwm: i64,
+    in_flight: &'a AuditKeySet,
+    max_examples: usize,
+    bar: Option<indicatif::ProgressBar>,
+}
+
 async fn compare_table(
     src: &Source,
     dst: &Source,
     st: &Table,
     tt: &Table,
-    hwm: i64,
-    in_flight: &AuditKeySet,
-    max_examples: usize,
+    scope: &Scope<'_>,
+    repair: Option<&mut crate::repair::RepairFolder>,
 ) -> Result<TableDiff> {
+    let (hwm, max_examples, bar) = (scope.hwm, scope.max_examples, scope.bar.clone());
+    let in_flight = scope.in_flight;
     let (st, mut tt) = common(st, tt);
     // The target's key as the source declares it (a target table may have been created keyless).
     tt.primary_key = st
@@ -181,8 +230,18 @@ async fn compare_table(
     let (ttx, trx) = tokio::sync::mpsc::channel(4);
     let name = st.lower_name();
     let in_flight = in_flight.clone();
+    let (sink, handles) = match &repair {
+        Some(f) => {
+            let key: Vec<String> = key_at.iter().map(|&i| header[i].clone()).collect();
+            let binary: Vec<String> = st.binary_columns();
+            let (sink, handles) = f.table(&name, &header, &key, &binary).split();
+            (Some(sink), Some(handles))
+        }
+        None => (None, None),
+    };
     let merge = tokio::task::spawn_blocking(move || {
-        merge_streams(
+        let mut sink = sink;
+        let d = merge_streams(
             &name,
             ChannelReader::new(srx),
             ChannelReader::new(trx),
@@ -191,7 +250,16 @@ async fn compare_table(
             &version_at,
             |v| v > hwm || in_flight.contains(v),
             max_examples,
-        )
+            sink.as_mut(),
+            bar.as_ref(),
+        );
+        // Closing the streams lets the writers finish (an error drops the half-written parts).
+        if let Some(s) = sink {
+            if d.is_ok() {
+                s.finish()?;
+            }
+        }
+        d
     });
     let (a, b) = tokio::join!(
         async {
@@ -207,7 +275,11 @@ async fn compare_table(
     );
     a?;
     b?;
-    merge.await.context("compare thread failed")?
+    let d = merge.await.context("compare thread failed")??;
+    if let (Some(f), Some(h)) = (repair, handles) {
+        f.add(h).await?;
+    }
+    Ok(d)
 }
 
 /// Reads the byte chunks a source reader sends, as one stream.
@@ -265,6 +337,8 @@ fn merge_streams<R: Read>(
     version_at: &[usize],
     out_of_scope: impl Fn(i64) -> bool,
     max_examples: usize,
+    mut repair: Option<&mut crate::repair::RepairSink>,
+    bar: Option<&indicatif::ProgressBar>,
 ) -> Result<TableDiff> {
     let reader = |r| {
         csv::ReaderBuilder::new()
@@ -301,11 +375,23 @@ fn merge_streams<R: Read>(
         }
     };
     let (mut a, mut b) = (next(&mut s, "source")?, next(&mut t, "target")?);
+    let mut read: u64 = 0;
     let (mut last_a, mut last_b): (Option<csv::StringRecord>, Option<csv::StringRecord>) =
         (None, None);
     loop {
+        read += 1;
+        if read.is_multiple_of(1024) {
+            if let Some(bar) = bar {
+                bar.inc(1024);
+            }
+        }
         let order = match (&a, &b) {
-            (None, None) => break,
+            (None, None) => {
+                if let Some(bar) = bar {
+                    bar.inc(read % 1024);
+                }
+                break;
+            }
             (Some(_), None) => Ordering::Less,
             (None, Some(_)) => Ordering::Greater,
             (Some(x), Some(y)) => key_cmp(x, y, key_at),
@@ -317,6 +403,9 @@ fn merge_streams<R: Read>(
                     d.source_rows += 1;
                     d.missing += 1;
                     note(&mut d, key_text(&x), "missing", Vec::new());
+                    if let Some(r) = repair.as_deref_mut() {
+                        r.row(x.iter())?;
+                    }
                 }
                 if last_a
                     .as_ref()
@@ -332,6 +421,9 @@ fn merge_streams<R: Read>(
                 d.target_rows += 1;
                 d.extra += 1;
                 note(&mut d, key_text(&y), "extra", Vec::new());
+                if let Some(r) = repair.as_deref_mut() {
+                    r.delete(key_at.iter().map(|&i| &y[i]))?;
+                }
                 if last_b
                     .as_ref()
                     .is_some_and(|p| key_cmp(p, &y, key_at) != Ordering::Less)
@@ -353,6 +445,9 @@ fn merge_streams<R: Read>(
                     if !columns.is_empty() {
                         d.different += 1;
                         note(&mut d, key_text(&x), "different", columns);
+                        if let Some(r) = repair.as_deref_mut() {
+                            r.row(x.iter())?;
+                        }
                     }
                 }
                 last_a = Some(x);
@@ -418,5 +513,14 @@ pub fn text(r: &Report) -> String {
     } else {
         format!("{bad} of {} table(s) differ\n", r.tables.len())
     });
+    if let Some(w) = &r.repair {
+        out.push_str(&format!(
+            "repair folder written: {} ({} row(s) to write, {} key(s) to delete); load it with: gim-export load --input {}\n",
+            w.path.display(),
+            w.rows,
+            w.deletes,
+            w.path.parent().map(|p| p.display().to_string()).unwrap_or_default()
+        ));
+    }
     out
 }

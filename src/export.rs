@@ -624,6 +624,7 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
                 name: ExportName {
                     hwm_to: window.hwm_to.audit_key,
                     max_data_ts: window.max_data_ts,
+                    repair: 0,
                 },
                 window: window.clone(),
                 rows,
@@ -896,6 +897,7 @@ async fn export_window(
     let name = ExportName {
         hwm_to: window.hwm_to.audit_key,
         max_data_ts: window.max_data_ts,
+        repair: 0,
     };
     let started = std::time::Instant::now();
     let staging = out.staging(&name)?;
@@ -1042,6 +1044,7 @@ async fn export_window(
         full_tables: chain.full_tables.clone(),
         encoding: config.encoding.xml_name(),
         selection: Some(chain.selection.clone()),
+        repair: None,
         tables: parts.iter().map(|p| p.summary.clone()).collect(),
     };
     {

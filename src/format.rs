@@ -24,6 +24,8 @@ pub const FOLDER_PREFIX: &str = "export_";
 /// Audit keys are numeric(19): padded to 19 digits, folder names sort in export order.
 pub const KEY_DIGITS: usize = 19;
 const TS_FORMAT: &str = "%Y_%m_%d_%H_%M_%S";
+/// Between an export's name and a repair folder's number: `export_XXX_<ts>_repair_001`.
+pub const REPAIR_INFIX: &str = "_repair_";
 
 /// A problem with the format of an export folder or one of its files.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,10 @@ pub enum FormatError {
 pub struct ExportName {
     pub hwm_to: i64,
     pub max_data_ts: i64,
+    /// A repair folder (`compare --repair`): its number among the repairs made after the export
+    /// `hwm_to`/`max_data_ts` names, from 1; 0 for an export. `_repair_NNN` follows the export's
+    /// name, so the repair sorts right after the export it repairs and before the next one.
+    pub repair: u32,
 }
 
 impl ExportName {
@@ -47,11 +53,21 @@ impl ExportName {
         let ts = DateTime::<Utc>::from_timestamp(self.max_data_ts, 0)
             .unwrap_or_default()
             .format(TS_FORMAT);
+        let repair = if self.repair > 0 {
+            format!("{REPAIR_INFIX}{:03}", self.repair)
+        } else {
+            String::new()
+        };
         format!(
-            "{FOLDER_PREFIX}{:0width$}_{ts}",
+            "{FOLDER_PREFIX}{:0width$}_{ts}{repair}",
             self.hwm_to,
             width = KEY_DIGITS
         )
+    }
+
+    /// The export a repair folder repairs (itself for an export).
+    pub fn export(&self) -> ExportName {
+        ExportName { repair: 0, ..*self }
     }
     pub fn zip_file(&self) -> String {
         format!("{}.zip", self.folder())
@@ -67,6 +83,13 @@ impl ExportName {
     pub fn parse(folder: &str) -> Option<ExportName> {
         let rest = folder.strip_prefix(FOLDER_PREFIX)?;
         let (key, ts) = rest.split_once('_')?;
+        let (ts, repair) = match ts.split_once(REPAIR_INFIX) {
+            Some((ts, n)) if n.len() == 3 && n.bytes().all(|b| b.is_ascii_digit()) => {
+                (ts, n.parse::<u32>().ok().filter(|&n| n > 0)?)
+            }
+            Some(_) => return None,
+            None => (ts, 0),
+        };
         if key.is_empty() || !key.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
@@ -75,6 +98,7 @@ impl ExportName {
         let name = ExportName {
             hwm_to,
             max_data_ts: when.and_utc().timestamp(),
+            repair,
         };
         // Only the canonical spelling counts (no shorter padding, no trailing text).
         (name.folder() == folder).then_some(name)
@@ -84,6 +108,23 @@ impl ExportName {
 /// The file name of a table's CSV inside the zip.
 pub fn csv_file_name(table: &str) -> String {
     format!("{}.csv", table.to_ascii_lowercase())
+}
+
+/// The file name of a repair folder's list of keys to delete from a table: `<table>.delete.csv`
+/// (the key columns, a header line, a row per key). Table names have no dots, so it cannot be taken
+/// for a table's CSV by a reader that knows the suffix.
+pub fn delete_file_name(table: &str) -> String {
+    format!("{}{DELETE_SUFFIX}", table.to_ascii_lowercase())
+}
+
+pub const DELETE_SUFFIX: &str = ".delete.csv";
+
+/// The table a deletion list (`<table>.delete.csv`, any case) is for.
+pub fn delete_table_of(entry: &str) -> Option<String> {
+    let n = entry.len();
+    let s = DELETE_SUFFIX.len();
+    (n > s && entry.is_char_boundary(n - s) && entry[n - s..].eq_ignore_ascii_case(DELETE_SUFFIX))
+        .then(|| entry[..n - s].to_ascii_lowercase())
 }
 
 /// The table a zip entry holds, lower case, when the entry is a CSV (`<table>.csv`, matched in any
@@ -330,7 +371,24 @@ pub struct ExportMetadata {
     /// Which tables the chain exports: part of the chain, so that a run with another selection is
     /// noticed (absent in folders of other writers and older versions).
     pub selection: Option<TableSelection>,
+    /// A repair folder (`compare --repair`): what it repairs, and the keys it deletes.
+    pub repair: Option<Repair>,
     pub tables: Vec<TableSummary>,
+}
+
+/// `<repair number= of-folder= made-ts=>` with a `<delete .../>` per table that loses rows: written by
+/// `compare --repair`. The folder's `<tables>` hold the source's rows for keys that are missing or
+/// different in the target; each `<delete>` names a `<table>.delete.csv` of keys the target holds and
+/// the source does not. hwm-from equals hwm-to (the export repaired): the repair takes no place in
+/// the audit-key chain, it sits between the export it repairs and the next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Repair {
+    pub number: u32,
+    /// The export (the target's last applied folder) after which the repair was made.
+    pub of_folder: String,
+    pub made_ts: i64,
+    /// The deletion lists: `name` is the table, `file` its `<table>.delete.csv`, `key` its columns.
+    pub deletes: Vec<TableSummary>,
 }
 
 /// `--include` / `--exclude` as an export applied them, and the tables they selected (lower case,
@@ -431,6 +489,7 @@ impl ExportMetadata {
         ExportName {
             hwm_to: self.hwm_to.audit_key,
             max_data_ts: self.max_data_ts,
+            repair: self.repair.as_ref().map_or(0, |r| r.number),
         }
     }
 
@@ -500,9 +559,8 @@ impl ExportMetadata {
                 text(&mut w, "exclude-tables", &sel.exclude.join(" "));
             }
         }
-        let _ = w.write_event(Event::Start(BytesStart::new("tables")));
-        for t in &self.tables {
-            let mut e = BytesStart::new("table");
+        let summary = |w: &mut quick_xml::Writer<Vec<u8>>, tag: &str, t: &TableSummary| {
+            let mut e = BytesStart::new(tag);
             e.push_attribute(("name", t.name.as_str()));
             e.push_attribute(("file", t.file.as_str()));
             e.push_attribute(("rows", t.rows.to_string().as_str()));
@@ -515,6 +573,25 @@ impl ExportMetadata {
                 e.push_attribute(("binary-hex", t.binary_hex.join(",").as_str()));
             }
             let _ = w.write_event(Event::Empty(e));
+        };
+        if let Some(r) = &self.repair {
+            let mut e = BytesStart::new("repair");
+            e.push_attribute(("number", r.number.to_string().as_str()));
+            e.push_attribute(("of-folder", r.of_folder.as_str()));
+            e.push_attribute(("made-ts", r.made_ts.to_string().as_str()));
+            if r.deletes.is_empty() {
+                let _ = w.write_event(Event::Empty(e));
+            } else {
+                let _ = w.write_event(Event::Start(e));
+                for t in &r.deletes {
+                    summary(&mut w, "delete", t);
+                }
+                let _ = w.write_event(Event::End(BytesEnd::new("repair")));
+            }
+        }
+        let _ = w.write_event(Event::Start(BytesStart::new("tables")));
+        for t in &self.tables {
+            summary(&mut w, "table", t);
         }
         let _ = w.write_event(Event::End(BytesEnd::new("tables")));
         let _ = w.write_event(Event::End(BytesEnd::new("info")));
@@ -536,6 +613,7 @@ impl ExportMetadata {
         let mut hwms: std::collections::HashMap<String, HighWaterMark> = Default::default();
         let mut tables = Vec::new();
         let mut restart = None;
+        let mut repair: Option<Repair> = None;
         let mut saw_info_end = false;
 
         let attrs = |e: &BytesStart| -> Result<std::collections::HashMap<String, String>, String> {
@@ -553,6 +631,28 @@ impl ExportMetadata {
                 .ok_or_else(|| format!("<{tag}> has no {k} attribute"))?
                 .parse::<i64>()
                 .map_err(|_| format!("<{tag}> {k} is not an integer"))
+        };
+        let summary = |e: &BytesStart, tag: &str| -> Result<TableSummary, String> {
+            let m = attrs(e)?;
+            let get = |k: &str| {
+                m.get(k)
+                    .cloned()
+                    .ok_or_else(|| format!("<{tag}> has no {k} attribute"))
+            };
+            let num = |k: &str| {
+                get(k)?
+                    .parse::<u64>()
+                    .map_err(|_| format!("<{tag}> {k} is not a count"))
+            };
+            Ok(TableSummary {
+                name: get("name")?,
+                file: get("file")?,
+                rows: num("rows")?,
+                bytes: num("bytes")?,
+                sha1: get("sha1")?,
+                binary_hex: column_list(m.get("binary-hex")),
+                key: column_list(m.get("key")),
+            })
         };
 
         loop {
@@ -611,27 +711,30 @@ impl ExportMetadata {
                         reason: m.get("reason").cloned(),
                     });
                 }
-                (2, "table") if path[1] == "tables" => {
+                (1, "repair") => {
                     let m = attrs(&e).map_err(err)?;
-                    let get = |k: &str| {
-                        m.get(k)
+                    let number = int(&m, "number", &tag).map_err(err)?;
+                    repair = Some(Repair {
+                        number: u32::try_from(number)
+                            .ok()
+                            .filter(|&n| (1..1000).contains(&n))
+                            .ok_or_else(|| err("<repair> number is not 1 to 999".into()))?,
+                        of_folder: m
+                            .get("of-folder")
                             .cloned()
-                            .ok_or_else(|| format!("<table> has no {k} attribute"))
-                    };
-                    let num = |k: &str| {
-                        get(k)?
-                            .parse::<u64>()
-                            .map_err(|_| format!("<table> {k} is not a count"))
-                    };
-                    tables.push(TableSummary {
-                        name: get("name").map_err(err)?,
-                        file: get("file").map_err(err)?,
-                        rows: num("rows").map_err(err)?,
-                        bytes: num("bytes").map_err(err)?,
-                        sha1: get("sha1").map_err(err)?,
-                        binary_hex: column_list(m.get("binary-hex")),
-                        key: column_list(m.get("key")),
+                            .ok_or_else(|| err("<repair> has no of-folder attribute".into()))?,
+                        made_ts: int(&m, "made-ts", &tag).map_err(err)?,
+                        deletes: Vec::new(),
                     });
+                }
+                (2, "table") if path[1] == "tables" => {
+                    tables.push(summary(&e, "table").map_err(err)?);
+                }
+                (2, "delete") if path[1] == "repair" => {
+                    let d = summary(&e, "delete").map_err(err)?;
+                    if let Some(r) = repair.as_mut() {
+                        r.deletes.push(d);
+                    }
                 }
                 _ => {}
             }
@@ -713,6 +816,7 @@ impl ExportMetadata {
                     &t.split_whitespace().map(String::from).collect::<Vec<_>>(),
                 )
             }),
+            repair,
             tables,
         })
     }
@@ -766,6 +870,7 @@ mod tests {
             full_tables: None,
             encoding: None,
             selection: None,
+            repair: None,
             tables: vec![TableSummary {
                 name: "interaction_fact".into(),
                 file: "interaction_fact.csv".into(),
@@ -783,6 +888,7 @@ mod tests {
         let n = ExportName {
             hwm_to: 200074,
             max_data_ts: 1521006157,
+            repair: 0,
         };
         assert_eq!(n.folder(), "export_0000000000000200074_2018_03_14_05_42_37");
         assert_eq!(ExportName::parse(&n.folder()), Some(n));
@@ -795,8 +901,76 @@ mod tests {
         let later = ExportName {
             hwm_to: 1_000_000,
             max_data_ts: 1,
+            repair: 0,
         };
         assert!(later.folder() > n.folder());
+    }
+
+    #[test]
+    fn a_repair_folder_sorts_after_the_export_it_repairs_and_before_the_next() {
+        let export = ExportName {
+            hwm_to: 200074,
+            max_data_ts: 1521006157,
+            repair: 0,
+        };
+        let repair = ExportName {
+            repair: 2,
+            ..export
+        };
+        assert_eq!(
+            repair.folder(),
+            "export_0000000000000200074_2018_03_14_05_42_37_repair_002"
+        );
+        assert_eq!(ExportName::parse(&repair.folder()), Some(repair));
+        assert_eq!(repair.export(), export);
+        let next = ExportName {
+            max_data_ts: export.max_data_ts + 1,
+            ..export
+        };
+        let mut names = [next.folder(), repair.folder(), export.folder()];
+        names.sort();
+        assert_eq!(names, [export.folder(), repair.folder(), next.folder()]);
+        assert!(export < repair && repair < next);
+        for bad in [
+            "_repair_000",
+            "_repair_01",
+            "_repair_0001",
+            "_repair_x01",
+            "_repair",
+        ] {
+            assert_eq!(
+                ExportName::parse(&format!("{}{bad}", export.folder())),
+                None,
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            delete_table_of("Agent_Fact.DELETE.csv").as_deref(),
+            Some("agent_fact")
+        );
+        assert_eq!(delete_table_of("agent_fact.csv"), None);
+        assert_eq!(delete_file_name("Agent_Fact"), "agent_fact.delete.csv");
+
+        let mut m = sample();
+        m.repair = Some(Repair {
+            number: 2,
+            of_folder: export.folder(),
+            made_ts: 1521090000,
+            deletes: vec![TableSummary {
+                name: "interaction_fact".into(),
+                file: delete_file_name("interaction_fact"),
+                rows: 2,
+                bytes: 30,
+                sha1: "da39a3ee5e6b4b0d3255bfef95601890afd80709".into(),
+                key: vec!["interaction_id".into()],
+                binary_hex: Vec::new(),
+            }],
+        });
+        let xml = m.to_xml();
+        assert!(xml.contains("<repair number=\"2\""), "{xml}");
+        let back = ExportMetadata::from_xml(&xml, "x").unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.name().repair, 2);
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod logging;
 pub mod ops;
 pub mod outdir;
 pub mod package;
+pub mod repair;
 pub mod schema;
 pub mod signals;
 pub mod simulate;

@@ -86,7 +86,11 @@ pub fn prune(
         return Ok(removed);
     }
     let cutoff = now - Duration::from_secs(u64::from(keep_days) * 86_400);
-    let mut folders = list_exports(dir)?;
+    // Repair folders (`compare --repair`) are a receiver's, not the chain's: never removed here.
+    let mut folders: Vec<_> = list_exports(dir)?
+        .into_iter()
+        .filter(|(n, _)| n.repair == 0)
+        .collect();
     folders.pop(); // the newest stays: it carries the chain
     for (name, path) in folders {
         let modified = fs::metadata(&path).and_then(|m| m.modified());

@@ -127,9 +127,13 @@ impl OutputDir {
         Ok(removed)
     }
 
-    /// Published export folders, in name (= export) order.
+    /// Published export folders, in name (= export) order. A repair folder that `compare --repair`
+    /// wrote here is a receiver's business, not part of the exporter's chain: left out.
     pub fn exports(&self) -> Result<Vec<(ExportName, PathBuf)>, OutputError> {
-        list_exports(&self.path)
+        Ok(list_exports(&self.path)?
+            .into_iter()
+            .filter(|(n, _)| n.repair == 0)
+            .collect())
     }
 
     /// The metadata of the newest export of the chain: the newest folder, or the state file when

@@ -92,6 +92,7 @@ pub fn check_folder_at(path: &Path, depth: Depth) -> FolderCheck {
                         meta.hwm_from.audit_key
                     ));
                 } else if meta.hwm_to.audit_key == meta.hwm_from.audit_key
+                    && meta.repair.is_none()
                     && meta.tables.iter().any(|t| t.rows > 0)
                 {
                     check.problems.push(format!(
@@ -346,6 +347,39 @@ fn check_zip(zip_path: &Path, name: &ExportName, depth: Depth, check: &mut Folde
                     "{}: table {} checksum differs from the metadata",
                     name.xml_file(),
                     t.name
+                ));
+            }
+        }
+        for d in meta.repair.iter().flat_map(|r| &r.deletes) {
+            let listed = format::csv_table_of(&d.file).and_then(|t| check.rows.get(&t));
+            match listed {
+                None => check.problems.push(format!(
+                    "{}: lists keys to delete from {} but the zip has no {}",
+                    name.xml_file(),
+                    d.name,
+                    d.file
+                )),
+                Some(rows) if *rows != d.rows => check.problems.push(format!(
+                    "{}: {} has {rows} keys, the metadata says {}",
+                    name.xml_file(),
+                    d.file,
+                    d.rows
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    // A deletion list belongs in a repair folder, listed in its <repair>.
+    if let Some(meta) = check.meta.as_ref() {
+        for csv in csv_sha.keys() {
+            if format::delete_table_of(csv).is_some()
+                && !meta
+                    .repair
+                    .as_ref()
+                    .is_some_and(|r| r.deletes.iter().any(|d| d.file.eq_ignore_ascii_case(csv)))
+            {
+                check.problems.push(format!(
+                    "{zip_name}: {csv} is a list of keys to delete, but the metadata's <repair> does not list it"
                 ));
             }
         }

@@ -91,5 +91,209 @@ fn compare_names_each_planted_difference_on_every_target_and_exits_0_when_in_syn
             (Some(1), Some(2)),
             "{t}"
         );
+
+        // The repair folder: 4 rows to write (a missing row, three with other values), 1 key to
+        // delete; checked as any export, loaded after the target's last export, and then in sync.
+        let inbox = format!("repair-{}", &target[..5]);
+        let o = w.run_code(
+            &mut w.command(&[
+                "compare", "--source", &src, "--target", &target, "--repair", &inbox,
+            ]),
+            5,
+        );
+        let last = query_one(
+            &target,
+            "SELECT folder FROM gim_export_ledger WHERE folder NOT LIKE '%repair%' ORDER BY hwm_to_audit_key DESC, folder DESC LIMIT 1",
+        );
+        let repair = format!("{last}_repair_001");
+        assert!(
+            stdout(&o).contains(&format!("{repair} (4 row(s) to write, 1 key(s) to delete)")),
+            "{target}: {}",
+            stdout(&o)
+        );
+        assert_eq!(export_folders(&w.join(&inbox)), vec![repair.clone()]);
+        w.run(&["verify", "--input", &inbox]);
+        let o = w.run(&["load", "--input", &inbox, "--target", &target]);
+        assert!(stdout(&o).contains(&repair), "{target}: {}", stdout(&o));
+        let o = w.run(&["compare", "--source", &src, "--target", &target]);
+        assert!(
+            stdout(&o).contains("in sync: 15 table(s)"),
+            "{target} after the repair: {}",
+            stdout(&o)
+        );
+        assert_eq!(
+            query_one(
+                &target,
+                "SELECT COUNT(*) FROM media_type WHERE media_type_key = 999"
+            ),
+            "0"
+        );
+        // Loaded again: already applied, nothing to do (exit 3).
+        w.run_code(
+            &mut w.command(&["load", "--input", &inbox, "--target", &target]),
+            3,
+        );
+        assert_eq!(
+            query_one(
+                &target,
+                &format!("SELECT COUNT(*) FROM gim_export_ledger WHERE folder = '{repair}'")
+            ),
+            "1"
+        );
     }
+}
+
+/// A repair folder sits between the export it follows and the next one: the chain goes on after it, a
+/// second repair takes the next number, a target that moved past it skips it, and
+/// `--repair-keep-extra` leaves extra rows alone.
+#[test]
+fn a_repair_folder_sits_between_two_exports_and_a_target_that_moved_on_skips_it() {
+    let w = Workdir::new("repair_chain");
+    let src = w.sqlite_url("src.db");
+    let target = w.sqlite_url("t.db");
+    simulate(&w, &src, 1, 80, 23);
+    w.run(&["export", "--source", &src, "--output", "out", "--catch-up"]);
+    w.run(&["load", "--input", "out", "--target", &target]);
+    let last = export_folders(&w.join("out")).pop().unwrap();
+    exec_sql(&target, "UPDATE tenant SET tenant_name = 'renamed'");
+    exec_sql(
+        &target,
+        "INSERT INTO media_type (media_type_key, create_audit_key) VALUES (999, 1)",
+    );
+
+    // Keep extra: the extra row stays (and is still reported), the other difference is repaired.
+    let cmd = |extra: &[&str]| {
+        let mut a = vec!["compare", "--source", &src, "--target", &target];
+        a.extend_from_slice(extra);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let args = cmd(&["--repair", "inbox", "--repair-keep-extra"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    w.run_code(&mut w.command(&args), 5);
+    w.run(&["load", "--input", "inbox", "--target", &target]);
+    assert_eq!(
+        query_one(
+            &target,
+            "SELECT COUNT(*) FROM media_type WHERE media_type_key = 999"
+        ),
+        "1"
+    );
+    assert_eq!(
+        query_one(&target, "SELECT MAX(tenant_name) FROM tenant"),
+        query_one(&src, "SELECT MAX(tenant_name) FROM tenant")
+    );
+    let o = w.run_code(
+        &mut w.command(&["compare", "--source", &src, "--target", &target]),
+        5,
+    );
+    assert!(
+        stdout(&o).contains("extra media_type_key=999")
+            && stdout(&o).contains("1 of 15 table(s) differ"),
+        "{}",
+        stdout(&o)
+    );
+
+    // A second repair after the same export takes the next number; the chain then goes on after it.
+    let args = cmd(&["--repair", "inbox"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    w.run_code(&mut w.command(&args), 5);
+    assert_eq!(
+        export_folders(&w.join("inbox")),
+        vec![format!("{last}_repair_001"), format!("{last}_repair_002")]
+    );
+    w.run(&["load", "--input", "inbox", "--target", &target]);
+    w.run(&["compare", "--source", &src, "--target", &target]);
+    simulate(&w, &src, 1, 80, 23);
+    w.run(&["export", "--source", &src, "--output", "out", "--catch-up"]);
+    let o = w.run(&["load", "--input", "out", "--target", &target]);
+    assert!(stdout(&o).contains("applied"), "{}", stdout(&o));
+    assert_target_matches_source(&src, &target, &w.join("out"));
+    w.run(&["compare", "--source", &src, "--target", &target]);
+
+    // A repair made for an earlier position is skipped, with a warning, by a target that moved on.
+    let stale_target = w.sqlite_url("stale.db");
+    for f in export_folders(&w.join("out")) {
+        if f.as_str() <= last.as_str() {
+            copy_dir(&w.join("out").join(&f), &w.join("first").join(&f));
+        }
+    }
+    w.run(&["load", "--input", "first", "--target", &stale_target]);
+    exec_sql(&stale_target, "UPDATE tenant SET tenant_name = 'renamed'");
+    let args = vec![
+        "compare",
+        "--source",
+        &src,
+        "--target",
+        &stale_target,
+        "--repair",
+        "stale-inbox",
+    ];
+    w.run_code(&mut w.command(&args), 5);
+    w.run(&["load", "--input", "out", "--target", &stale_target]);
+    let o = w.run_code(
+        &mut w.command(&["load", "--input", "stale-inbox", "--target", &stale_target]),
+        3,
+    );
+    assert!(
+        stderr(&o).contains("which has moved past it: skipped (run compare --repair again)"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        query_one(
+            &stale_target,
+            "SELECT COUNT(*) FROM gim_export_ledger WHERE folder LIKE '%repair%'"
+        ),
+        "0"
+    );
+    // The exporter's own directory: a repair folder written there is not part of its chain.
+    let args = vec![
+        "compare",
+        "--source",
+        &src,
+        "--target",
+        &stale_target,
+        "--repair",
+        "out",
+    ];
+    w.run_code(&mut w.command(&args), 5);
+    simulate(&w, &src, 1, 80, 23);
+    w.run(&["export", "--source", &src, "--output", "out", "--catch-up"]);
+    w.run(&["verify", "--input", "out"]);
+    w.run(&["load", "--input", "out", "--target", &stale_target]);
+    w.run(&["compare", "--source", &src, "--target", &stale_target]);
+}
+
+/// A deletion list only counts in a folder that says it is a repair: anywhere else it is refused, and
+/// nothing of the folder is applied.
+#[test]
+fn a_deletion_list_in_a_folder_that_is_not_a_repair_is_refused() {
+    let (w, _src, folder) = one_folder("delete_list_outside_repair");
+    crate::tamper::rewrite(&folder, crate::tamper::Fix::All, |entries| {
+        entries.push((
+            "media_type.delete.csv".into(),
+            b"media_type_key\n1\n".to_vec(),
+        ));
+    });
+    let target = w.sqlite_url("t.db");
+    let o = w.run_code(
+        &mut w.command(&[
+            "load",
+            "--input",
+            folder.to_str().unwrap(),
+            "--target",
+            &target,
+        ]),
+        5,
+    );
+    assert!(
+        stderr(&o).contains("media_type.delete.csv")
+            && stderr(&o).contains("is a list of keys to delete"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        query_one(&target, "SELECT COUNT(*) FROM gim_export_ledger"),
+        "0"
+    );
 }

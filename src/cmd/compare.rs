@@ -13,6 +13,17 @@ use crate::exit::ExitCode;
 /// text count as equal) and merged as two streams: memory stays flat at any size. Prints, per table,
 /// the rows on each side and in sync or not, then the differing keys: missing in the target, extra
 /// in the target, or with other values (and which columns). Exit 0 in sync, 5 when they differ.
+///
+/// With `--repair DIR` it also writes a repair folder into DIR (give the receiver's `load --input`):
+/// `load` applies it after the target's last export, and the target then holds the source's rows for
+/// every differing key, without the extra ones. It is named after that export,
+/// `<export>_repair_NNN`, so it sorts after it and before the next export; a target that has moved on
+/// skips it (run compare again).
+///
+/// Examples:
+///   gim-export compare --source postgres://gim@infomart/gim --target postgres://dw@warehouse/gim
+///   gim-export compare --table interaction_fact --json
+///   gim-export compare --repair /data/inbox && gim-export load --input /data/inbox
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Source Info Mart: sqlite://FILE, postgres://USER@HOST/DB or mysql://USER@HOST/DB.
@@ -35,6 +46,14 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Write a repair folder into DIR when anything differs: the source's rows for keys missing or
+    /// different in the target, and the target's extra keys to delete. Load it with `load --input DIR`.
+    #[arg(long, value_name = "DIR")]
+    pub repair: Option<std::path::PathBuf>,
+    /// With --repair: leave the target's extra rows in place (a warehouse that keeps rows the Info
+    /// Mart has purged). They are still reported.
+    #[arg(long, requires = "repair")]
+    pub repair_keep_extra: bool,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
@@ -54,7 +73,21 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty())
         .collect();
-    let report = crate::compare::run(&source, &target, &only, args.max_differences).await?;
+    let repair = args
+        .repair
+        .as_ref()
+        .map(|dir| crate::repair::RepairOptions {
+            dir: dir.clone(),
+            keep_extra: args.repair_keep_extra,
+        });
+    let report = crate::compare::run(
+        &source,
+        &target,
+        &only,
+        args.max_differences,
+        repair.as_ref(),
+    )
+    .await?;
     let code = if report.in_sync() {
         ExitCode::Success
     } else {

@@ -350,6 +350,39 @@ pub fn merge_values_sql(plan: &TablePlan, rows: &[Vec<Option<String>>]) -> Optio
     Some(upsert_sql(plan, &values))
 }
 
+/// Keys per `DELETE` statement of a repair folder's deletions.
+pub const DELETE_BATCH: usize = 500;
+
+/// `DELETE FROM table WHERE key IN (...)` (or `(a = .. AND b = ..) OR ...` for a composite key) for
+/// each batch of `keys`, each value a quoted literal read with the column's own type, as
+/// [`merge_values_sql`] gives them: the same text works on SQLite, PostgreSQL and MariaDB.
+pub fn delete_keys_sql(table: &str, columns: &[String], keys: &[Vec<String>]) -> Vec<String> {
+    let lit = |v: &str| format!("'{}'", v.replace('\'', "''"));
+    let t = quote_ident(table);
+    keys.chunks(DELETE_BATCH)
+        .map(|batch| {
+            let cond = if columns.len() == 1 {
+                let list: Vec<String> = batch.iter().map(|k| lit(&k[0])).collect();
+                format!("{} IN ({})", quote_ident(&columns[0]), list.join(", "))
+            } else {
+                let ors: Vec<String> = batch
+                    .iter()
+                    .map(|k| {
+                        let ands: Vec<String> = columns
+                            .iter()
+                            .zip(k)
+                            .map(|(c, v)| format!("{} = {}", quote_ident(c), lit(v)))
+                            .collect();
+                        format!("({})", ands.join(" AND "))
+                    })
+                    .collect();
+                ors.join(" OR ")
+            };
+            format!("DELETE FROM {t} WHERE {cond}")
+        })
+        .collect()
+}
+
 /// The stage table for `plan`: the target table's columns that the CSV has, in file order, no rows.
 pub fn stage_columns(plan: &TablePlan) -> String {
     let q: Vec<String> = plan.columns.iter().map(|c| quote_ident(c)).collect();
@@ -1008,7 +1041,11 @@ async fn run_once(
             (Some(m), Some(t))
                 if m.generation == t.generation && m.hwm_to.audit_key <= t.hwm_to.audit_key =>
             {
-                warn!(folder = %c.name, last = %t.folder, "older than the last applied export and not in the ledger: skipped");
+                if m.repair.is_some() {
+                    warn!(folder = %c.name, last = %t.folder, "a repair made for an earlier position of the target, which has moved past it: skipped (run compare --repair again)");
+                } else {
+                    warn!(folder = %c.name, last = %t.folder, "older than the last applied export and not in the ledger: skipped");
+                }
                 None
             }
             (Some(m), Some(t)) if m.restart.is_some() => Some(LoadRefused::RestartGap {
@@ -1141,6 +1178,7 @@ async fn plan_folder_load(
     let limits = config.limits;
     let zip_path = zip_path.to_path_buf();
     let folder_name = folder.to_string();
+    let repair = meta.repair.clone();
     tokio::task::spawn_blocking(move || -> Result<plan::FolderPlan> {
         // A zip whose entries cannot be read (an unsupported method, a bad CRC) is the folder's fault.
         let damaged = |e: anyhow::Error| LoadRefused::Damaged {
@@ -1148,6 +1186,18 @@ async fn plan_folder_load(
             problems: format!("{e:#}"),
         };
         let mut entries = read_headers(&zip_path, encoding, &limits).map_err(damaged)?;
+        let (deletions, rest): (Vec<_>, Vec<_>) = entries
+            .into_iter()
+            .partition(|e| crate::format::delete_table_of(&e.entry).is_some());
+        entries = rest;
+        let deletes = plan_deletes(
+            &zip_path,
+            &folder_name,
+            repair.as_ref(),
+            &deletions,
+            &existing,
+            encoding,
+        )?;
         for e in &mut entries {
             e.xml_key = xml_keys.get(&e.table).cloned().unwrap_or_default();
             e.xml_rows = xml_rows.get(&e.table).copied();
@@ -1164,16 +1214,138 @@ async fn plan_folder_load(
                 );
             }
         }
-        plan::plan_folder(&entries, &existing, &classes, &ctx).map_err(|r| {
-            LoadRefused::Table {
+        let mut plan = plan::plan_folder(&entries, &existing, &classes, &ctx).map_err(|r| {
+            anyhow::Error::from(LoadRefused::Table {
                 folder: folder_name.clone(),
                 table: r.table,
                 reason: r.reason,
-            }
-            .into()
-        })
+            })
+        })?;
+        plan.deletes = deletes;
+        Ok(plan)
     })
     .await?
+}
+
+/// A repair folder's deletion lists (`<table>.delete.csv`), read and checked: only in a folder whose
+/// metadata says it is a repair and lists the file, over the table's whole primary key, with the
+/// checksum its `.sha1` names. A table the target does not have has nothing to delete.
+fn plan_deletes(
+    zip_path: &Path,
+    folder: &str,
+    repair: Option<&crate::format::Repair>,
+    entries: &[plan::CsvEntry],
+    existing: &BTreeMap<String, Table>,
+    encoding: &'static encoding_rs::Encoding,
+) -> Result<Vec<plan::DeletePlan>> {
+    let damaged = |problems: String| LoadRefused::Damaged {
+        folder: folder.to_string(),
+        problems,
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let table = crate::format::delete_table_of(&e.entry).expect("partitioned on it");
+        let Some(r) = repair else {
+            return Err(damaged(format!(
+                "entry {} is a list of keys to delete, but the folder is not a repair folder (no <repair> in its metadata)",
+                e.entry
+            ))
+            .into());
+        };
+        let Some(listed) = r
+            .deletes
+            .iter()
+            .find(|d| d.file.eq_ignore_ascii_case(&e.entry))
+        else {
+            return Err(damaged(format!(
+                "entry {} is not listed in the metadata's <repair>",
+                e.entry
+            ))
+            .into());
+        };
+        let refuse = |reason: String| LoadRefused::Table {
+            folder: folder.to_string(),
+            table: table.clone(),
+            reason,
+        };
+        let Some(target) = existing.get(&table) else {
+            continue;
+        };
+        let key: BTreeSet<String> = target
+            .primary_key
+            .iter()
+            .map(|k| k.to_ascii_lowercase())
+            .collect();
+        let given: BTreeSet<String> = e.header.iter().cloned().collect();
+        if key.is_empty() || key != given || given.len() != e.header.len() {
+            return Err(refuse(format!(
+                "{} names the columns {} but the target's primary key is {}: a repair deletes by the whole key only",
+                e.entry,
+                e.header.join(","),
+                if key.is_empty() {
+                    "missing".to_string()
+                } else {
+                    key.iter().cloned().collect::<Vec<_>>().join(",")
+                }
+            ))
+            .into());
+        }
+        let mut zip = zip::ZipArchive::new(std::fs::File::open(zip_path)?)?;
+        let file = zip.by_name(&e.entry)?;
+        let mut raw = crate::format::HashingReader::new(file);
+        let mut keys: Vec<Vec<String>> = Vec::new();
+        {
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(true)
+                .from_reader(crate::encoding::decoding_reader(&mut raw, encoding));
+            for rec in reader.records() {
+                let rec = rec.map_err(|err| {
+                    damaged(format!(
+                        "{}: {}",
+                        e.entry,
+                        crate::format::describe_csv_error(&err)
+                    ))
+                })?;
+                keys.push(rec.iter().map(String::from).collect());
+            }
+        }
+        std::io::copy(&mut raw, &mut std::io::sink())?;
+        let digest = raw.hex();
+        if digest != e.sha1 || digest != listed.sha1 {
+            return Err(damaged(format!(
+                "{}: checksum mismatch (data {digest}, its .sha1 says {}, the metadata {})",
+                e.entry, e.sha1, listed.sha1
+            ))
+            .into());
+        }
+        if keys.len() as u64 != listed.rows {
+            return Err(damaged(format!(
+                "{}: {} keys, the metadata says {}",
+                e.entry,
+                keys.len(),
+                listed.rows
+            ))
+            .into());
+        }
+        // The target's own spelling of the key columns.
+        let columns: Vec<String> = e
+            .header
+            .iter()
+            .map(|h| {
+                target
+                    .columns
+                    .iter()
+                    .find(|c| c.name.eq_ignore_ascii_case(h))
+                    .map_or_else(|| h.clone(), |c| c.name.clone())
+            })
+            .collect();
+        out.push(plan::DeletePlan {
+            table: target.name.clone(),
+            keys: keys.len() as u64,
+            statements: delete_keys_sql(&target.name, &columns, &keys),
+        });
+    }
+    Ok(out)
 }
 
 /// A folder's problems on one line: the first ten, then how many more (a crafted zip of 300,000

@@ -617,6 +617,16 @@ impl MyTarget {
             check_removal(&entry.folder, table, gone, gone, schema.max_removal_percent)?;
             removed.insert(table.clone(), gone);
         }
+        for d in &schema.deletes {
+            let mut gone = 0;
+            for sql in &d.statements {
+                conn.query_drop(sql)
+                    .await
+                    .map_err(err("deleting a repair's keys"))?;
+                gone += conn.affected_rows();
+            }
+            *removed.entry(d.table.to_ascii_lowercase()).or_default() += gone;
+        }
         // The next application number, read in the transaction (the loader holds the lock).
         // (MariaDB refuses a subquery on the table an INSERT writes: it is read first.)
         let seq: Option<i64> = conn

@@ -104,6 +104,17 @@ pub struct FolderPlan {
     /// A full resync may remove at most this share of a table's rows (`--max-resync-removal`).
     pub max_removal_percent: u32,
     pub limits: super::LoadLimits,
+    /// A repair folder's deletions: run after the merges, in the folder's transaction.
+    pub deletes: Vec<DeletePlan>,
+}
+
+/// Keys a repair folder deletes from one table (its `<table>.delete.csv`), as statements of at most
+/// [`super::DELETE_BATCH`] keys each.
+#[derive(Clone, Debug)]
+pub struct DeletePlan {
+    pub table: String,
+    pub keys: u64,
+    pub statements: Vec<String>,
 }
 
 /// Why a CSV cannot be loaded (the caller adds the folder).

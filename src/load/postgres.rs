@@ -367,6 +367,21 @@ impl TargetDb for PgTarget {
             check_removal(&entry.folder, table, gone, gone, schema.max_removal_percent)?;
             removed.insert(table.clone(), gone);
         }
+        for d in &schema.deletes {
+            let what = format!("deleting the repair's keys from {}", d.table);
+            let mut gone = 0;
+            for sql in &d.statements {
+                gone += db::within_timeout(
+                    &self.url,
+                    "writing to the target",
+                    sqlx::query(sql).execute(&mut *tx),
+                )
+                .await?
+                .map_err(err(&what))?
+                .rows_affected();
+            }
+            *removed.entry(d.table.to_ascii_lowercase()).or_default() += gone;
+        }
         sqlx::query(&numbered(&super::ledger_upsert("now()::timestamp(3)")))
             .bind(&entry.folder)
             .bind(entry.hwm_from.audit_key)

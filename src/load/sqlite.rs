@@ -300,6 +300,17 @@ impl TargetDb for SqliteTarget {
             check_removal(&entry.folder, table, gone, gone, schema.max_removal_percent)?;
             removed.insert(table.clone(), gone);
         }
+        for d in &schema.deletes {
+            let mut gone = 0;
+            for sql in &d.statements {
+                gone += sqlx::query(sql)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err(&format!("deleting the repair's keys from {}", d.table)))?
+                    .rows_affected();
+            }
+            *removed.entry(d.table.to_ascii_lowercase()).or_default() += gone;
+        }
         sqlx::query(&super::ledger_upsert(
             "strftime('%Y-%m-%d %H:%M:%f', 'now')",
         ))
