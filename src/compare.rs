@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::audit::AuditKeySet;
-use crate::db::{DbUrl, Source, Table};
+use crate::db::{DbUrl, SegmentQuery, SegmentSum, Source, Table};
 use crate::load::Target;
 
 /// One table's result.
@@ -196,8 +196,6 @@ async fn compare_table(
     scope: &Scope<'_>,
     repair: Option<&mut crate::repair::RepairFolder>,
 ) -> Result<TableDiff> {
-    let (hwm, max_examples, bar) = (scope.hwm, scope.max_examples, scope.bar.clone());
-    let in_flight = scope.in_flight;
     let (st, mut tt) = common(st, tt);
     // The target's key as the source declares it (a target table may have been created keyless).
     tt.primary_key = st
@@ -221,24 +219,122 @@ async fn compare_table(
         "table {} has no primary key to compare by",
         st.name
     );
-    let version_at: Vec<usize> = ["update_audit_key", "create_audit_key"]
-        .iter()
-        .filter_map(|c| header.iter().position(|h| h == c))
-        .collect();
-    let all = [(i64::MIN, i64::MAX)];
-    let (stx, srx) = tokio::sync::mpsc::channel(4);
-    let (ttx, trx) = tokio::sync::mpsc::channel(4);
     let name = st.lower_name();
-    let in_flight = in_flight.clone();
-    let (sink, handles) = match &repair {
+    let (mut sink, handles) = match &repair {
         Some(f) => {
             let key: Vec<String> = key_at.iter().map(|&i| header[i].clone()).collect();
-            let binary: Vec<String> = st.binary_columns();
-            let (sink, handles) = f.table(&name, &header, &key, &binary).split();
+            let (sink, handles) = f.table(&name, &header, &key, &st.binary_columns()).split();
             (Some(sink), Some(handles))
         }
         None => (None, None),
     };
+    let shape = Shape {
+        name: name.clone(),
+        header,
+        key_at,
+    };
+
+    // Inside the databases first, where both sides can sum their rows the same way: only the key
+    // ranges whose sums differ are read and merged.
+    let segmented = match segment(src, dst, &st, &tt, scope).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(table = %name, error = %format!("{e:#}"), "key segments could not be summed; reading every row");
+            None
+        }
+    };
+    let ranges: Vec<Option<(i64, i64)>> = match &segmented {
+        Some(s) => s.leaves.iter().copied().map(Some).collect(),
+        None => vec![None],
+    };
+    let mut d = TableDiff {
+        table: name.clone(),
+        ..Default::default()
+    };
+    for range in ranges {
+        let (part, back) = merge_range(src, dst, &st, &tt, &shape, range, scope, sink).await?;
+        sink = back;
+        d.source_rows += part.source_rows;
+        d.target_rows += part.target_rows;
+        d.missing += part.missing;
+        d.extra += part.extra;
+        d.different += part.different;
+        let room = scope.max_examples.saturating_sub(d.examples.len());
+        d.examples.extend(part.examples.into_iter().take(room));
+    }
+    if let Some(s) = &segmented {
+        // Outside the merged ranges every row matched: counted from the sums.
+        d.source_rows = s.source_rows;
+        d.target_rows += s.target_rows - s.leaf_target_rows;
+        tracing::debug!(
+            table = %name,
+            rows = s.source_rows,
+            queries = s.queries,
+            ranges_read = s.leaves.len(),
+            rows_read = s.leaf_target_rows,
+            "compared by key-segment sums"
+        );
+    }
+    if let Some(s) = sink {
+        tokio::task::spawn_blocking(move || s.finish())
+            .await
+            .context("the repair writer failed")??;
+    }
+    if let (Some(f), Some(h)) = (repair, handles) {
+        f.add(h).await?;
+    }
+    Ok(d)
+}
+
+/// What the merge needs of a table: its name, CSV header and where the key columns are.
+struct Shape {
+    name: String,
+    header: Vec<String>,
+    key_at: Vec<usize>,
+}
+
+/// Reads both sides (within `range` of the single integer key, or whole) and merges them.
+#[allow(clippy::too_many_arguments)]
+async fn merge_range(
+    src: &Source,
+    dst: &Source,
+    st: &Table,
+    tt: &Table,
+    shape: &Shape,
+    range: Option<(i64, i64)>,
+    scope: &Scope<'_>,
+    sink: Option<crate::repair::RepairSink>,
+) -> Result<(TableDiff, Option<crate::repair::RepairSink>)> {
+    let within = |t: &Table| -> Table {
+        match range {
+            None => t.clone(),
+            Some((lo, hi)) => {
+                let k = crate::db::quote_ident(&t.primary_key[0]);
+                Table {
+                    read_from: Some(format!(
+                        "(SELECT * FROM {} WHERE {k} >= {lo} AND {k} < {hi}) gx_range",
+                        t.relation()
+                    )),
+                    ..t.clone()
+                }
+            }
+        }
+    };
+    let (st, tt) = (within(st), within(tt));
+    let version_at: Vec<usize> = ["update_audit_key", "create_audit_key"]
+        .iter()
+        .filter_map(|c| shape.header.iter().position(|h| h == c))
+        .collect();
+    let all = [(i64::MIN, i64::MAX)];
+    let (stx, srx) = tokio::sync::mpsc::channel(4);
+    let (ttx, trx) = tokio::sync::mpsc::channel(4);
+    let (name, header, key_at) = (
+        shape.name.clone(),
+        shape.header.clone(),
+        shape.key_at.clone(),
+    );
+    let (hwm, max_examples, bar) = (scope.hwm, scope.max_examples, scope.bar.clone());
+    let in_flight = scope.in_flight.clone();
     let merge = tokio::task::spawn_blocking(move || {
         let mut sink = sink;
         let d = merge_streams(
@@ -253,13 +349,7 @@ async fn compare_table(
             sink.as_mut(),
             bar.as_ref(),
         );
-        // Closing the streams lets the writers finish (an error drops the half-written parts).
-        if let Some(s) = sink {
-            if d.is_ok() {
-                s.finish()?;
-            }
-        }
-        d
+        d.map(|d| (d, sink))
     });
     let (a, b) = tokio::join!(
         async {
@@ -275,11 +365,152 @@ async fn compare_table(
     );
     a?;
     b?;
-    let d = merge.await.context("compare thread failed")??;
-    if let (Some(f), Some(h)) = (repair, handles) {
-        f.add(h).await?;
+    merge.await.context("compare thread failed")?
+}
+
+/// An integer column, or a decimal one without a fraction (`numeric(19,0)`, as Info Marts key facts).
+fn integral(c: &crate::db::Column) -> bool {
+    let t = c.sql_type.to_ascii_lowercase().replace(' ', "");
+    c.kind == crate::db::ColumnKind::Integer
+        || ((t.starts_with("numeric(") || t.starts_with("decimal("))
+            && (t.ends_with(",0)") || !t.contains(',')))
+}
+
+/// Buckets per summed range, and the most rows a range may hold to be read rather than split.
+const BUCKETS: i128 = 64;
+const LEAF_ROWS: i64 = 5_000;
+
+/// What the key-segment sums found.
+#[derive(Debug, Default)]
+struct Segmented {
+    /// In-scope source rows and all target rows.
+    source_rows: u64,
+    target_rows: u64,
+    /// The key ranges `[lo, hi)` whose sums differ, small enough to read, in key order.
+    leaves: Vec<(i64, i64)>,
+    /// Target rows in those ranges.
+    leaf_target_rows: u64,
+    queries: u64,
+}
+
+/// Sums key segments inside both databases and splits the ones that differ until they are small:
+/// `None` when the two sides cannot sum rows alike (other dialects or column types, a composite
+/// or non-integer key, too many keys in flight), and the table is read whole.
+async fn segment(
+    src: &Source,
+    dst: &Source,
+    st: &Table,
+    tt: &Table,
+    scope: &Scope<'_>,
+) -> Result<Option<Segmented>> {
+    let same_hash = src.row_hash().is_some() && src.row_hash() == dst.row_hash();
+    let integer_key = st.primary_key.len() == 1
+        && tt.primary_key.len() == 1
+        && [st, tt]
+            .iter()
+            .all(|t| t.column(&t.primary_key[0]).is_some_and(integral));
+    let same_types = st.columns.len() == tt.columns.len()
+        && st.columns.iter().zip(&tt.columns).all(|(a, b)| {
+            a.kind == b.kind && a.sql_type.trim().eq_ignore_ascii_case(b.sql_type.trim())
+        });
+    if !(same_hash && integer_key && same_types) || scope.in_flight.len() > 10_000 {
+        return Ok(None);
     }
-    Ok(d)
+    let (sk, tk) = (&st.primary_key[0], &tt.primary_key[0]);
+    // The rows compare counts: newest audit key settled and at or below the target's hwm-to.
+    let version: Vec<String> = ["update_audit_key", "create_audit_key"]
+        .iter()
+        .filter_map(|c| st.column(c).map(|c| crate::db::quote_ident(&c.name)))
+        .collect();
+    let source_scope = match version.len() {
+        0 => None,
+        _ => {
+            let newest = if version.len() == 1 {
+                version[0].clone()
+            } else {
+                format!("COALESCE({})", version.join(", "))
+            };
+            let flying: Vec<String> = scope.in_flight.iter().map(|k| k.to_string()).collect();
+            let not_in = if flying.is_empty() {
+                String::new()
+            } else {
+                format!(" AND {newest} NOT IN ({})", flying.join(", "))
+            };
+            Some(format!(
+                "{newest} IS NULL OR ({newest} <= {}{not_in})",
+                scope.hwm
+            ))
+        }
+    };
+    let (sb, tb) = (src.key_bounds(st, sk).await?, dst.key_bounds(tt, tk).await?);
+    let (lo, max) = match (sb, tb) {
+        (None, None) => return Ok(Some(Segmented::default())),
+        (Some(a), None) | (None, Some(a)) => a,
+        (Some(a), Some(b)) => (a.0.min(b.0), a.1.max(b.1)),
+    };
+    let Some(hi) = max.checked_add(1) else {
+        return Ok(None);
+    };
+    if i128::from(hi) - i128::from(lo) > i128::from(i64::MAX) {
+        return Ok(None);
+    }
+    let mut out = Segmented::default();
+    let mut todo = vec![(lo, hi)];
+    let mut first = true;
+    while let Some((lo, hi)) = todo.pop() {
+        let width = ((i128::from(hi) - i128::from(lo) + BUCKETS - 1) / BUCKETS).max(1) as i64;
+        let q = |key, scope| SegmentQuery {
+            key,
+            lo,
+            hi,
+            width,
+            scope,
+        };
+        let (qs, qt) = (q(sk, source_scope.as_deref()), q(tk, None));
+        let (s, t) = tokio::try_join!(src.segment_sums(st, &qs), dst.segment_sums(tt, &qt))?;
+        out.queries += 2;
+        if first {
+            out.source_rows = s.iter().map(|x| x.rows as u64).sum();
+            out.target_rows = t.iter().map(|x| x.rows as u64).sum();
+            if let Some(b) = &scope.bar {
+                b.inc(out.source_rows + out.target_rows);
+            }
+            first = false;
+        }
+        let by_bucket = |v: &[SegmentSum]| -> BTreeMap<i64, (i64, String)> {
+            v.iter()
+                .map(|x| (x.bucket, (x.rows, x.sum.clone())))
+                .collect()
+        };
+        let (s, t) = (by_bucket(&s), by_bucket(&t));
+        let buckets: std::collections::BTreeSet<i64> = s.keys().chain(t.keys()).copied().collect();
+        for b in buckets {
+            let (sv, tv) = (s.get(&b), t.get(&b));
+            if sv == tv {
+                continue;
+            }
+            let sub_lo = lo + b * width;
+            let sub_hi = sub_lo.saturating_add(width).min(hi);
+            let rows = sv.map_or(0, |v| v.0).max(tv.map_or(0, |v| v.0));
+            if rows <= LEAF_ROWS || width == 1 {
+                out.leaves.push((sub_lo, sub_hi));
+                out.leaf_target_rows += tv.map_or(0, |v| v.0 as u64);
+            } else {
+                todo.push((sub_lo, sub_hi));
+            }
+        }
+    }
+    out.leaves.sort();
+    // Neighbouring ranges are read in one go.
+    let mut joined: Vec<(i64, i64)> = Vec::new();
+    for (lo, hi) in out.leaves.drain(..) {
+        match joined.last_mut() {
+            Some(last) if last.1 == lo => last.1 = hi,
+            _ => joined.push((lo, hi)),
+        }
+    }
+    out.leaves = joined;
+    Ok(Some(out))
 }
 
 /// Reads the byte chunks a source reader sends, as one stream.

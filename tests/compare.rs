@@ -50,6 +50,28 @@ fn compare_names_each_planted_difference_on_every_target_and_exits_0_when_in_syn
                 "UPDATE interaction_fact SET subject = NULL WHERE interaction_id = {with_subject}"
             ),
         );
+        // One more row with a numeric(20) and an integer value changed, and a timestamp.
+        let third = query_one(
+            &target,
+            &format!(
+                "SELECT MIN(interaction_id) FROM interaction_fact \
+                 WHERE interaction_id > {with_subject} AND media_server_ixn_id IS NOT NULL"
+            ),
+        );
+        exec_sql(
+            &target,
+            &format!(
+                "UPDATE interaction_fact SET media_server_ixn_id = media_server_ixn_id + 1, \
+                 end_ts = end_ts + 1 WHERE interaction_id = {third}"
+            ),
+        );
+        let day = query_one(&target, "SELECT MIN(date_time_key) FROM date_time");
+        exec_sql(
+            &target,
+            &format!(
+                "UPDATE date_time SET cal_date = '2001-02-03 04:05:06' WHERE date_time_key = {day}"
+            ),
+        );
         exec_sql(&target, "UPDATE tenant SET tenant_name = 'renamed'");
         exec_sql(
             &target,
@@ -65,8 +87,10 @@ fn compare_names_each_planted_difference_on_every_target_and_exits_0_when_in_syn
             format!("different interaction_id={second} (status)"),
             format!("different interaction_id={with_subject} (subject)"),
             "different tenant_key=1 (tenant_name)".to_string(),
+            format!("different interaction_id={third} (media_server_ixn_id, end_ts)"),
+            format!("different date_time_key={day} (cal_date)"),
             "extra media_type_key=999".to_string(),
-            "3 of 15 table(s) differ".to_string(),
+            "4 of 15 table(s) differ".to_string(),
         ] {
             assert!(said.contains(&needle), "{target}: {needle:?} in:\n{said}");
         }
@@ -88,11 +112,11 @@ fn compare_names_each_planted_difference_on_every_target_and_exits_0_when_in_syn
         let t = &v["report"]["tables"][0];
         assert_eq!(
             (t["missing"].as_u64(), t["different"].as_u64()),
-            (Some(1), Some(2)),
+            (Some(1), Some(3)),
             "{t}"
         );
 
-        // The repair folder: 4 rows to write (a missing row, three with other values), 1 key to
+        // The repair folder: 6 rows to write (a missing row, five with other values), 1 key to
         // delete; checked as any export, loaded after the target's last export, and then in sync.
         let inbox = format!("repair-{}", &target[..5]);
         let o = w.run_code(
@@ -107,7 +131,7 @@ fn compare_names_each_planted_difference_on_every_target_and_exits_0_when_in_syn
         );
         let repair = format!("{last}_repair_001");
         assert!(
-            stdout(&o).contains(&format!("{repair} (4 row(s) to write, 1 key(s) to delete)")),
+            stdout(&o).contains(&format!("{repair} (6 row(s) to write, 1 key(s) to delete)")),
             "{target}: {}",
             stdout(&o)
         );
@@ -296,4 +320,71 @@ fn a_deletion_list_in_a_folder_that_is_not_a_repair_is_refused() {
         query_one(&target, "SELECT COUNT(*) FROM gim_export_ledger"),
         "0"
     );
+}
+
+/// PostgreSQL to PostgreSQL and MariaDB to MariaDB: each database sums key segments of its own rows,
+/// and only the ranges whose sums differ are read; the differences found are the same as by reading
+/// everything.
+#[test]
+fn equal_segments_are_confirmed_inside_the_database_and_only_differing_ranges_are_read() {
+    let w = Workdir::new("compare_segments");
+    let (pg_src, pg_t) = (PgDb::new("seg_src"), PgDb::new("seg_t"));
+    let (my_src, my_t) = (MyDb::new("seg_src"), MyDb::new("seg_t"));
+    for (src, target, out) in [
+        (pg_src.url(), pg_t.url(), "out-pg"),
+        (my_src.url(), my_t.url(), "out-my"),
+    ] {
+        simulate(&w, &src, 2, 300, 31);
+        w.run(&["export", "--source", &src, "--output", out, "--catch-up"]);
+        w.run(&["load", "--input", out, "--target", &target]);
+        let total = query_one(&target, "SELECT COUNT(*) FROM interaction_fact");
+        let id = query_one(
+            &target,
+            "SELECT MAX(interaction_id) FROM interaction_fact WHERE subject IS NOT NULL AND subject <> ''",
+        );
+        exec_sql(
+            &target,
+            &format!("UPDATE interaction_fact SET subject = 'changed' WHERE interaction_id = {id}"),
+        );
+        let o = w.run_code(
+            &mut w
+                .command(&["compare", "--source", &src, "--target", &target])
+                .env("GIM_EXPORT_LOG", "debug"),
+            5,
+        );
+        assert!(
+            stdout(&o).contains(&format!("different interaction_id={id} (subject)"))
+                && stdout(&o).contains("1 of 15 table(s) differ"),
+            "{src}: {}",
+            stdout(&o)
+        );
+        let line = stderr(&o)
+            .lines()
+            .find(|l| {
+                l.contains("compared by key-segment sums") && l.contains("table=interaction_fact ")
+            })
+            .unwrap_or_else(|| panic!("{src}: no segment line in:\n{}", stderr(&o)))
+            .to_string();
+        let read: u64 = line
+            .split("rows_read=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .expect("rows_read");
+        let total: u64 = total.parse().unwrap();
+        assert!(
+            read >= 1 && read * 10 < total,
+            "{src}: read {read} of {total} rows: {line}"
+        );
+        // Every other table was confirmed without reading a row.
+        assert!(
+            stderr(&o)
+                .lines()
+                .filter(|l| l.contains("compared by key-segment sums")
+                    && !l.contains("table=interaction_fact "))
+                .all(|l| l.contains("rows_read=0")),
+            "{src}: {}",
+            stderr(&o)
+        );
+    }
 }

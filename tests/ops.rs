@@ -435,14 +435,26 @@ fn progress_bars_show_rows_per_table_on_a_terminal_only() {
     // Compare draws one too: the table being compared, the rows read, the rate.
     let drawn = on_a_terminal(
         &w,
-        &["compare", "--source", &src, "--target", &w.sqlite_url("t.db")],
+        &[
+            "compare",
+            "--source",
+            &src,
+            "--target",
+            &w.sqlite_url("t.db"),
+        ],
         &[],
     );
     assert!(
         drawn.contains("compare ") && drawn.contains(" rows ") && drawn.contains("in sync"),
         "{drawn}"
     );
-    let o = w.run(&["compare", "--source", &src, "--target", &w.sqlite_url("t.db")]);
+    let o = w.run(&[
+        "compare",
+        "--source",
+        &src,
+        "--target",
+        &w.sqlite_url("t.db"),
+    ]);
     assert!(!stderr(&o).contains(" rows "), "{}", stderr(&o));
     // The bars change nothing on disk.
     assert_same_tree(

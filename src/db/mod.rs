@@ -436,6 +436,29 @@ pub fn order_by(table: &Table) -> String {
     cols.join(", ")
 }
 
+/// Rows of one key segment as a database sums them up (`compare`): how many, and the sum of a hash
+/// of each row's text. Two databases of one dialect give the same sum for the same rows, so equal
+/// segments are confirmed without reading their rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentSum {
+    /// `(key - lo) / width`.
+    pub bucket: i64,
+    pub rows: i64,
+    /// The sum of the rows' hashes, as decimal text (it can pass 2^63).
+    pub sum: String,
+}
+
+/// Which segments to sum: rows with `lo <= key < hi` (and `scope`, an SQL condition), grouped into
+/// buckets of `width` keys.
+#[derive(Clone, Copy, Debug)]
+pub struct SegmentQuery<'a> {
+    pub key: &'a str,
+    pub lo: i64,
+    pub hi: i64,
+    pub width: i64,
+    pub scope: Option<&'a str>,
+}
+
 /// Where a table's CSV bytes go: a bounded channel to the thread that hashes and compresses them.
 pub type CsvChunks = mpsc::Sender<Bytes>;
 
@@ -464,6 +487,23 @@ pub trait SourceDb: Send + Sync {
     ) -> Result<(), DbError>;
     /// The one integer `sql` returns.
     async fn count(&self, sql: &str, what: &str) -> Result<i64, DbError>;
+    /// The name of the row hash [`SourceDb::segment_sums`] computes (two sides' sums compare only
+    /// when it is the same); `None` when the backend cannot hash rows in the database.
+    fn row_hash(&self) -> Option<&'static str> {
+        None
+    }
+    /// The smallest and largest value of the integer column `key` (`None`: no rows).
+    async fn key_bounds(&self, _table: &Table, _key: &str) -> Result<Option<(i64, i64)>, DbError> {
+        Ok(None)
+    }
+    /// Per-bucket row counts and hash sums (see [`SegmentSum`]); buckets without rows are absent.
+    async fn segment_sums(
+        &self,
+        _table: &Table,
+        _q: &SegmentQuery<'_>,
+    ) -> Result<Vec<SegmentSum>, DbError> {
+        Ok(Vec::new())
+    }
     /// Releases the snapshot and the connections.
     async fn close(self: Box<Self>);
 }
@@ -569,6 +609,39 @@ impl Source {
         self.0
             .count(&sql, &format!("counting rows of {}", table.name))
             .await
+    }
+
+    /// See [`SourceDb::row_hash`].
+    pub fn row_hash(&self) -> Option<&'static str> {
+        self.0.row_hash()
+    }
+
+    /// See [`SourceDb::key_bounds`].
+    pub async fn key_bounds(
+        &self,
+        table: &Table,
+        key: &str,
+    ) -> Result<Option<(i64, i64)>, DbError> {
+        within_timeout(
+            self.url(),
+            "reading key bounds",
+            self.0.key_bounds(table, key),
+        )
+        .await?
+    }
+
+    /// See [`SourceDb::segment_sums`].
+    pub async fn segment_sums(
+        &self,
+        table: &Table,
+        q: &SegmentQuery<'_>,
+    ) -> Result<Vec<SegmentSum>, DbError> {
+        within_timeout(
+            self.url(),
+            "summing key segments",
+            self.0.segment_sums(table, q),
+        )
+        .await?
     }
 
     /// Releases the snapshot and the connections.

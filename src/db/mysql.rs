@@ -6,8 +6,8 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
 use super::{
-    order_by, quote_ident, window_predicate, Column, ColumnKind, CsvChunks, DbError, DbUrl, Table,
-    CHUNK_BYTES,
+    order_by, quote_ident, window_predicate, Column, ColumnKind, CsvChunks, DbError, DbUrl,
+    SegmentQuery, SegmentSum, Table, CHUNK_BYTES,
 };
 use crate::audit::AuditEntry;
 use crate::schema::SqlType;
@@ -399,6 +399,65 @@ impl super::SourceDb for MySource {
             .await
             .map_err(|e| error(&self.url, what, e))?;
         Ok(n.unwrap_or(0))
+    }
+
+    fn row_hash(&self) -> Option<&'static str> {
+        Some("mysql: md5 of each column's length:text (NULL as empty), first 60 bits")
+    }
+
+    async fn key_bounds(&self, table: &Table, key: &str) -> Result<Option<(i64, i64)>, DbError> {
+        let k = quote_ident(key);
+        let row: Option<(Option<i64>, Option<i64>)> = self
+            .conn
+            .lock()
+            .await
+            .query_first(format!(
+                "SELECT CAST(MIN({k}) AS SIGNED), CAST(MAX({k}) AS SIGNED) FROM {}",
+                table.relation()
+            ))
+            .await
+            .map_err(|e| error(&self.url, "reading key bounds", e))?;
+        Ok(row.and_then(|(lo, hi)| lo.zip(hi)))
+    }
+
+    async fn segment_sums(
+        &self,
+        table: &Table,
+        q: &SegmentQuery<'_>,
+    ) -> Result<Vec<SegmentSum>, DbError> {
+        let k = quote_ident(q.key);
+        // Each value as `length:text`, so that no two rows give one string; NULL as empty.
+        let values: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| {
+                let v = format!("COALESCE({}, '')", quote_ident(&c.name));
+                format!("CONCAT(LENGTH({v}), ':', {v})")
+            })
+            .collect();
+        let sql = format!(
+            "SELECT CAST(({k} - {lo}) DIV {w} AS SIGNED), CAST(COUNT(*) AS SIGNED), \
+             CAST(COALESCE(SUM(CAST(CONV(SUBSTRING(MD5(CONCAT_WS(',', {values})), 1, 15), 16, 10) AS UNSIGNED)), 0) AS CHAR) \
+             FROM {rel} WHERE {k} >= {lo} AND {k} < {hi}{scope} GROUP BY 1",
+            lo = q.lo,
+            hi = q.hi,
+            w = q.width,
+            values = values.join(", "),
+            rel = table.relation(),
+            scope = q.scope.map(|s| format!(" AND ({s})")).unwrap_or_default(),
+        );
+        let rows: Vec<(i64, i64, String)> =
+            self.conn.lock().await.query(sql).await.map_err(|e| {
+                error(
+                    &self.url,
+                    &format!("summing key segments of {}", table.name),
+                    e,
+                )
+            })?;
+        Ok(rows
+            .into_iter()
+            .map(|(bucket, rows, sum)| SegmentSum { bucket, rows, sum })
+            .collect())
     }
 
     async fn close(self: Box<Self>) {

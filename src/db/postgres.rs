@@ -5,12 +5,12 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures::TryStreamExt;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Executor, Postgres, Row};
 
 use super::{
-    order_by, quote_ident, window_predicate, Column, ColumnKind, CsvChunks, DbError, DbUrl, Table,
-    CHUNK_BYTES,
+    order_by, quote_ident, window_predicate, Column, ColumnKind, CsvChunks, DbError, DbUrl,
+    SegmentQuery, SegmentSum, Table, CHUNK_BYTES,
 };
 use crate::audit::AuditEntry;
 
@@ -65,6 +65,26 @@ pub async fn pool(url: &DbUrl, connections: u32, acquire: u64) -> Result<PgPool,
 }
 
 impl PgSource {
+    /// Rows of `sql`, read in the snapshot when one is open: in a transaction of its own that imports
+    /// it, so that a failing statement does not end the snapshot the other reads share.
+    async fn snapshot_rows(&self, sql: &str, what: &str) -> Result<Vec<PgRow>, DbError> {
+        let err = |e| DbError::query(&self.url, what, e);
+        let mut conn = self.pool.acquire().await.map_err(err)?;
+        let mut tx = conn.begin().await.map_err(err)?;
+        let snapshot = self.snapshot_id.lock().expect("snapshot id lock").clone();
+        if let Some(id) = snapshot {
+            tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await
+                .map_err(err)?;
+            tx.execute(format!("SET TRANSACTION SNAPSHOT '{}'", id.replace('\'', "''")).as_str())
+                .await
+                .map_err(err)?;
+        }
+        let rows = sqlx::query(sql).fetch_all(&mut *tx).await.map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(rows)
+    }
+
     pub async fn connect(url: &DbUrl, connections: u32) -> Result<Self, DbError> {
         // One extra connection holds the snapshot while the others read tables.
         let pool = pool(url, connections + 1, 15).await?;
@@ -217,6 +237,60 @@ impl super::SourceDb for PgSource {
             .fetch_one(&self.pool)
             .await
             .map_err(|e| DbError::query(&self.url, what, e))
+    }
+
+    fn row_hash(&self) -> Option<&'static str> {
+        Some("postgres: md5 of ROW(NULLIF(column::text, ''), ...)::text, first 60 bits")
+    }
+
+    async fn key_bounds(&self, table: &Table, key: &str) -> Result<Option<(i64, i64)>, DbError> {
+        let k = quote_ident(key);
+        let sql = format!(
+            "SELECT min({k})::bigint, max({k})::bigint FROM {}",
+            table.relation()
+        );
+        let rows = self.snapshot_rows(&sql, "reading key bounds").await?;
+        let r = rows.first();
+        let lo: Option<i64> = r.and_then(|r| r.try_get(0).ok()).flatten();
+        let hi: Option<i64> = r.and_then(|r| r.try_get(1).ok()).flatten();
+        Ok(lo.zip(hi))
+    }
+
+    async fn segment_sums(
+        &self,
+        table: &Table,
+        q: &SegmentQuery<'_>,
+    ) -> Result<Vec<SegmentSum>, DbError> {
+        let k = quote_ident(q.key);
+        let values: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| format!("NULLIF({}::text, '')", quote_ident(&c.name)))
+            .collect();
+        let sql = format!(
+            "SELECT ({k}::bigint - {lo}) / {w}, count(*)::bigint, \
+             coalesce(sum(('x' || substr(md5(ROW({values})::text), 1, 15))::bit(60)::bigint), 0)::text \
+             FROM {rel} WHERE {k} >= {lo} AND {k} < {hi}{scope} GROUP BY 1",
+            lo = q.lo,
+            hi = q.hi,
+            w = q.width,
+            values = values.join(", "),
+            rel = table.relation(),
+            scope = q.scope.map(|s| format!(" AND ({s})")).unwrap_or_default(),
+        );
+        let what = format!("summing key segments of {}", table.name);
+        self.snapshot_rows(&sql, &what)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(SegmentSum {
+                    bucket: r.try_get(0)?,
+                    rows: r.try_get(1)?,
+                    sum: r.try_get(2)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| DbError::query(&self.url, &what, e))
     }
 
     async fn close(self: Box<Self>) {
