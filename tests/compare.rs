@@ -347,8 +347,7 @@ fn equal_segments_are_confirmed_inside_the_database_and_only_differing_ranges_ar
             &format!("UPDATE interaction_fact SET subject = 'changed' WHERE interaction_id = {id}"),
         );
         let o = w.run_code(
-            &mut w
-                .command(&["compare", "--source", &src, "--target", &target])
+            w.command(&["compare", "--source", &src, "--target", &target])
                 .env("GIM_EXPORT_LOG", "debug"),
             5,
         );
