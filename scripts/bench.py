@@ -469,9 +469,13 @@ def print_mariadb_export(m):
 
 def compare_bench(work):
     """compare of a day (and of two) loaded whole: SQLite to PostgreSQL and PostgreSQL to
-    PostgreSQL, equal and with 10 scattered differences (seconds, peak RSS)."""
+    PostgreSQL, equal and with 10 scattered differences (seconds, peak RSS); PostgreSQL to
+    PostgreSQL also with --method rows (every row read), the way SQLite to PostgreSQL must go.
+    BENCH_COMPARE_SIZES: interactions per size (default BENCH_MY_INTERACTIONS and twice that;
+    2000000 gives ~10.4M rows)."""
     result = {}
-    for n in (MY_N, 2 * MY_N):
+    sizes = [int(x) for x in os.environ.get("BENCH_COMPARE_SIZES", f"{MY_N},{2 * MY_N}").split(",")]
+    for n in sizes:
         out = os.path.join(work, f"cmp_out_{n}")
         shutil.rmtree(out, ignore_errors=True)
         lite = f"sqlite://{sqlite_source(n)}"
@@ -484,14 +488,19 @@ def compare_bench(work):
         for name, src, folder in (("sqlite->postgres", lite, out), ("postgres->postgres", f"{PG}/{pgdb}", pout)):
             target = fresh_pg_target("gim_bench_cmp")
             ours_load(folder, target)
+            psql("gim_bench_cmp", "vacuum analyze")
             rows = export_info(folder)["rows"]
             equal = run([BIN, "-q", "compare", "--source", src, "--target", target])
+            case = {"rows": rows, "equal_s": equal[0], "equal_rss_kib": equal[1]}
+            if name == "postgres->postgres":
+                by_rows = run([BIN, "-q", "compare", "--method", "rows", "--source", src, "--target", target])
+                case["rows_s"] = by_rows[0]
             psql("gim_bench_cmp", "update interaction_resource_fact set place_key = -1 where "
                                   "interaction_resource_id % (select greatest(count(*) / 10, 1) "
                                   "from interaction_resource_fact) = 7")
             differ = run_code([BIN, "-q", "compare", "--source", src, "--target", target], 5)
-            cases[name] = {"rows": rows, "equal_s": equal[0], "equal_rss_kib": equal[1],
-                           "differ_s": differ[0], "differ_rss_kib": differ[1]}
+            case.update({"differ_s": differ[0], "differ_rss_kib": differ[1]})
+            cases[name] = case
         psql("postgres", "drop database if exists gim_bench_cmp")
         result[str(n)] = cases
     return result
@@ -511,12 +520,15 @@ def run_code(cmd, code):
 
 
 def print_compare(m):
-    print("\ncompare (rows read on both sides, merged in key order; target: 10M equal rows <= 30 s, memory flat)")
-    print(f"{'case':<20} {'rows':>10} {'equal s':>8} {'rows/s':>10} {'RSS':>7} {'10 diffs s':>11} {'RSS':>7}")
+    print("\ncompare (SQLite->PostgreSQL reads both sides and merges them in key order; PostgreSQL->PostgreSQL "
+          "sums key segments in each database and reads only those that differ, 'rows s' is the same pair read "
+          "whole; target: 10M equal rows <= 30 s, memory flat)")
+    print(f"{'case':<20} {'rows':>10} {'equal s':>8} {'rows/s':>10} {'RSS':>7} {'10 diffs s':>11} {'RSS':>7} {'rows s':>7}")
     for cases in m.values():
         for name, x in cases.items():
+            by_rows = f"{x['rows_s']:>7.2f}" if "rows_s" in x else f"{'':>7}"
             print(f"{name:<20} {x['rows']:>10,} {x['equal_s']:>8.2f} {x['rows'] / x['equal_s']:>10,.0f} "
-                  f"{x['equal_rss_kib'] / 1024:>5.0f}Mi {x['differ_s']:>11.2f} {x['differ_rss_kib'] / 1024:>5.0f}Mi")
+                  f"{x['equal_rss_kib'] / 1024:>5.0f}Mi {x['differ_s']:>11.2f} {x['differ_rss_kib'] / 1024:>5.0f}Mi {by_rows}")
 
 
 def many_folders(work):

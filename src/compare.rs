@@ -68,14 +68,31 @@ impl Report {
     }
 }
 
+/// How tables are compared (`compare --method`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Method {
+    /// Key-segment sums inside the databases where both sides can compute them alike, else rows.
+    #[default]
+    Auto,
+    /// Read every row of both sides and merge them.
+    Rows,
+}
+
+/// What to compare and how.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Only these tables (lower case); empty: every exportable source table the target has.
+    pub only: Vec<String>,
+    /// Differing keys listed per table.
+    pub max_examples: usize,
+    pub method: Method,
+    pub repair: Option<crate::repair::RepairOptions>,
+}
+
 /// Compares every exportable source table that the target also has (or those `only` names).
-pub async fn run(
-    source_url: &DbUrl,
-    target_url: &DbUrl,
-    only: &[String],
-    max_examples: usize,
-    repair: Option<&crate::repair::RepairOptions>,
-) -> Result<Report> {
+pub async fn run(source_url: &DbUrl, target_url: &DbUrl, options: &Options) -> Result<Report> {
+    let (only, max_examples, repair) =
+        (&options.only, options.max_examples, options.repair.as_ref());
     let target = Target::connect(target_url).await?;
     let ledger = target.ledger().await.with_context(|| {
         format!("{target_url}: no ledger of applied exports (is it a gim-export target?)")
@@ -105,6 +122,7 @@ pub async fn run(
         in_flight: &in_flight,
         max_examples,
         bar: bar.clone(),
+        method: options.method,
     };
     let mut tables = Vec::new();
     for st in src.tables().await?.iter().filter(|t| t.is_exportable()) {
@@ -186,6 +204,7 @@ struct Scope<'a> {
     in_flight: &'a AuditKeySet,
     max_examples: usize,
     bar: Option<indicatif::ProgressBar>,
+    method: Method,
 }
 
 async fn compare_table(
@@ -413,7 +432,10 @@ async fn segment(
         && st.columns.iter().zip(&tt.columns).all(|(a, b)| {
             a.kind == b.kind && a.sql_type.trim().eq_ignore_ascii_case(b.sql_type.trim())
         });
-    if !(same_hash && integer_key && same_types) || scope.in_flight.len() > 10_000 {
+    if scope.method == Method::Rows
+        || !(same_hash && integer_key && same_types)
+        || scope.in_flight.len() > 10_000
+    {
         return Ok(None);
     }
     let (sk, tk) = (&st.primary_key[0], &tt.primary_key[0]);

@@ -46,6 +46,11 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// auto: where both sides are PostgreSQL (or both MariaDB) with the same column types and one
+    /// integer key, each database sums segments of its rows and only segments that differ are read;
+    /// other tables are read whole. rows: read every row of both sides.
+    #[arg(long, value_enum, default_value_t = crate::compare::Method::Auto)]
+    pub method: crate::compare::Method,
     /// Write a repair folder into DIR when anything differs: the source's rows for keys missing or
     /// different in the target, and the target's extra keys to delete. Load it with `load --input DIR`.
     #[arg(long, value_name = "DIR")]
@@ -80,14 +85,13 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             dir: dir.clone(),
             keep_extra: args.repair_keep_extra,
         });
-    let report = crate::compare::run(
-        &source,
-        &target,
-        &only,
-        args.max_differences,
-        repair.as_ref(),
-    )
-    .await?;
+    let options = crate::compare::Options {
+        only,
+        max_examples: args.max_differences,
+        method: args.method,
+        repair,
+    };
+    let report = crate::compare::run(&source, &target, &options).await?;
     let code = if report.in_sync() {
         ExitCode::Success
     } else {
