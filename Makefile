@@ -6,11 +6,15 @@ TARGET_DIR := $(if $(TARGET_DIR),$(TARGET_DIR),target)
 BIN := $(TARGET_DIR)/debug/gim-export
 DEMO_DIR := demo
 
-.PHONY: all build demo test check fmt clippy bench services clean hostile-fixtures soak
+.PHONY: all build build-deps demo test check fmt clippy bench services clean hostile-fixtures soak
 
 all: build
 
-build:
+## build-deps: OpenSSL's headers and pkg-config (installed if missing).
+build-deps:
+	./scripts/ensure-build-deps.sh
+
+build: build-deps
 	$(CARGO) build --locked
 
 ## demo: simulate three days into the embedded SQLite Info Mart, export them all, verify, load into
@@ -23,7 +27,7 @@ demo: build
 	cd $(DEMO_DIR) && $(abspath $(BIN)) -q load --input output --target sqlite://target.db
 	./scripts/demo-summary.sh $(DEMO_DIR)
 
-services:
+services: build-deps
 	./scripts/ensure-services.sh
 
 ## test: the whole suite, PostgreSQL included (started or installed if needed).

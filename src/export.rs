@@ -60,6 +60,8 @@ pub struct ExportConfig {
     pub allow_table_change: bool,
     /// `--resync-on-broken-chain`: when the chain cannot be continued, start a full resync.
     pub resync_on_broken_chain: bool,
+    /// `--encrypt-to`, `--sign-with`: what each folder gets before it is published.
+    pub sealing: crate::crypto::Sealing,
 }
 
 /// Whether a run continues the chain in the output directory or replaces it.
@@ -1027,7 +1029,7 @@ async fn export_window(
         );
     }
 
-    let meta = ExportMetadata {
+    let mut meta = ExportMetadata {
         created_ts: window.created_ts,
         gim_schema_version: config.gim_schema_version.clone(),
         gim_version: gim_version(),
@@ -1045,13 +1047,21 @@ async fn export_window(
         encoding: config.encoding.xml_name(),
         selection: Some(chain.selection.clone()),
         repair: None,
+        encrypted: None,
+        signed: None,
         tables: parts.iter().map(|p| p.summary.clone()).collect(),
     };
     {
-        let (staging, meta) = (staging.clone(), meta.clone());
-        tokio::task::spawn_blocking(move || {
+        let (staging, sealing) = (staging.clone(), config.sealing.clone());
+        let written = meta.clone();
+        meta = tokio::task::spawn_blocking(move || -> Result<ExportMetadata> {
+            let mut meta = written;
             package::write_folder(&staging, &name, &parts, &meta, style)
-                .with_context(|| format!("writing {}", staging.display()))
+                .with_context(|| format!("writing {}", staging.display()))?;
+            sealing
+                .seal(&staging, &name, &mut meta)
+                .with_context(|| format!("sealing {}", staging.display()))?;
+            Ok(meta)
         })
         .await
         .context("folder writer panicked")??;

@@ -78,6 +78,21 @@ impl ExportName {
     pub fn xml_file(&self) -> String {
         format!("{}.extracted.xml", self.folder())
     }
+    /// An encrypted folder's zip (`--encrypt-to`): CMS EnvelopedData, DER.
+    pub fn p7m_file(&self) -> String {
+        format!("{}.zip.p7m", self.folder())
+    }
+    pub fn p7m_sha1_file(&self) -> String {
+        format!("{}.zip.p7m.sha1", self.folder())
+    }
+    /// A signed folder's detached signatures (`--sign-with`): CMS SignedData, DER, over the zip and
+    /// over extracted.xml.
+    pub fn zip_sig_file(&self) -> String {
+        format!("{}.zip.sig", self.folder())
+    }
+    pub fn xml_sig_file(&self) -> String {
+        format!("{}.extracted.xml.sig", self.folder())
+    }
 
     /// Reads a folder name back; `None` for anything that is not exactly an export folder name.
     pub fn parse(folder: &str) -> Option<ExportName> {
@@ -373,7 +388,35 @@ pub struct ExportMetadata {
     pub selection: Option<TableSelection>,
     /// A repair folder (`compare --repair`): what it repairs, and the keys it deletes.
     pub repair: Option<Repair>,
+    /// `--encrypt-to`: the zip is in `.zip.p7m`, for these certificates.
+    pub encrypted: Option<Encrypted>,
+    /// `--sign-with`: `.zip.sig` and `.extracted.xml.sig` hold detached signatures by this certificate.
+    pub signed: Option<Signed>,
     pub tables: Vec<TableSummary>,
+}
+
+/// `<encrypted zip-sha1= zip-bytes= cipher=>` with a `<recipient sha256= subject=/>` per certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Encrypted {
+    /// The zip inside (deterministic, unlike the encrypted file): checked after decrypting.
+    pub zip_sha1: String,
+    pub zip_bytes: u64,
+    pub cipher: String,
+    pub recipients: Vec<Recipient>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recipient {
+    /// SHA-256 of the certificate (DER), lower-case hex.
+    pub fingerprint: String,
+    pub subject: String,
+}
+
+/// `<signed signer-sha256= subject=/>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signed {
+    pub signer_fingerprint: String,
+    pub subject: String,
 }
 
 /// `<repair number= of-folder= made-ts=>` with a `<delete .../>` per table that loses rows: written by
@@ -589,6 +632,26 @@ impl ExportMetadata {
                 let _ = w.write_event(Event::End(BytesEnd::new("repair")));
             }
         }
+        if let Some(enc) = &self.encrypted {
+            let mut e = BytesStart::new("encrypted");
+            e.push_attribute(("zip-sha1", enc.zip_sha1.as_str()));
+            e.push_attribute(("zip-bytes", enc.zip_bytes.to_string().as_str()));
+            e.push_attribute(("cipher", enc.cipher.as_str()));
+            let _ = w.write_event(Event::Start(e));
+            for r in &enc.recipients {
+                let mut e = BytesStart::new("recipient");
+                e.push_attribute(("sha256", r.fingerprint.as_str()));
+                e.push_attribute(("subject", r.subject.as_str()));
+                let _ = w.write_event(Event::Empty(e));
+            }
+            let _ = w.write_event(Event::End(BytesEnd::new("encrypted")));
+        }
+        if let Some(sig) = &self.signed {
+            let mut e = BytesStart::new("signed");
+            e.push_attribute(("signer-sha256", sig.signer_fingerprint.as_str()));
+            e.push_attribute(("subject", sig.subject.as_str()));
+            let _ = w.write_event(Event::Empty(e));
+        }
         let _ = w.write_event(Event::Start(BytesStart::new("tables")));
         for t in &self.tables {
             summary(&mut w, "table", t);
@@ -614,6 +677,8 @@ impl ExportMetadata {
         let mut tables = Vec::new();
         let mut restart = None;
         let mut repair: Option<Repair> = None;
+        let mut encrypted: Option<Encrypted> = None;
+        let mut signed: Option<Signed> = None;
         let mut saw_info_end = false;
 
         let attrs = |e: &BytesStart| -> Result<std::collections::HashMap<String, String>, String> {
@@ -730,6 +795,38 @@ impl ExportMetadata {
                 (2, "table") if path[1] == "tables" => {
                     tables.push(summary(&e, "table").map_err(err)?);
                 }
+                (1, "encrypted") => {
+                    let m = attrs(&e).map_err(err)?;
+                    let get = |k: &str| {
+                        m.get(k)
+                            .cloned()
+                            .ok_or_else(|| err(format!("<encrypted> has no {k} attribute")))
+                    };
+                    encrypted = Some(Encrypted {
+                        zip_sha1: get("zip-sha1")?,
+                        zip_bytes: get("zip-bytes")?
+                            .parse()
+                            .map_err(|_| err("<encrypted> zip-bytes is not a count".into()))?,
+                        cipher: get("cipher")?,
+                        recipients: Vec::new(),
+                    });
+                }
+                (2, "recipient") if path[1] == "encrypted" => {
+                    let m = attrs(&e).map_err(err)?;
+                    if let Some(enc) = encrypted.as_mut() {
+                        enc.recipients.push(Recipient {
+                            fingerprint: m.get("sha256").cloned().unwrap_or_default(),
+                            subject: m.get("subject").cloned().unwrap_or_default(),
+                        });
+                    }
+                }
+                (1, "signed") => {
+                    let m = attrs(&e).map_err(err)?;
+                    signed = Some(Signed {
+                        signer_fingerprint: m.get("signer-sha256").cloned().unwrap_or_default(),
+                        subject: m.get("subject").cloned().unwrap_or_default(),
+                    });
+                }
                 (2, "delete") if path[1] == "repair" => {
                     let d = summary(&e, "delete").map_err(err)?;
                     if let Some(r) = repair.as_mut() {
@@ -817,6 +914,8 @@ impl ExportMetadata {
                 )
             }),
             repair,
+            encrypted,
+            signed,
             tables,
         })
     }
@@ -871,6 +970,8 @@ mod tests {
             encoding: None,
             selection: None,
             repair: None,
+            encrypted: None,
+            signed: None,
             tables: vec![TableSummary {
                 name: "interaction_fact".into(),
                 file: "interaction_fact.csv".into(),

@@ -24,6 +24,7 @@ pub mod audit;
 pub mod cmd;
 pub mod compare;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod encoding;
 pub mod exit;

@@ -63,8 +63,8 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 /// A folder is complete when its name, its three files and its metadata are all there and agree.
 fn is_complete_folder(dir: &Path, name: &ExportName) -> bool {
     let xml = dir.join(name.xml_file());
-    dir.join(name.zip_file()).is_file()
-        && dir.join(name.zip_sha1_file()).is_file()
+    ((dir.join(name.zip_file()).is_file() && dir.join(name.zip_sha1_file()).is_file())
+        || (dir.join(name.p7m_file()).is_file() && dir.join(name.p7m_sha1_file()).is_file()))
         && fs::read_to_string(&xml)
             .ok()
             .and_then(|t| ExportMetadata::from_xml(&t, "").ok())

@@ -258,6 +258,8 @@ impl RepairFolder {
                 made_ts: self.made_ts,
                 deletes: deletes.clone(),
             }),
+            encrypted: None,
+            signed: None,
             tables: tables.clone(),
         };
         let all: Vec<TablePart> = self

@@ -28,11 +28,23 @@ pub struct FolderCheck {
     /// Rows per CSV (lower-case table name), counted from the data.
     pub rows: BTreeMap<String, u64>,
     pub problems: Vec<String>,
+    /// An encrypted folder's zip, decrypted (while the check lives).
+    pub plain_zip: Option<PlainZip>,
 }
 
 impl FolderCheck {
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
+    }
+
+    /// The folder's zip: the decrypted copy of an encrypted folder's, else the one in the folder.
+    pub fn zip_path(&self) -> PathBuf {
+        match &self.plain_zip {
+            Some(p) => p.path.clone(),
+            None => ExportName::parse(&self.folder)
+                .map(|n| self.path.join(n.zip_file()))
+                .unwrap_or_else(|| self.path.clone()),
+        }
     }
 }
 
@@ -110,35 +122,90 @@ pub fn check_folder_at(path: &Path, depth: Depth) -> FolderCheck {
             .push(format!("{}: cannot read: {e}", name.xml_file())),
     }
 
-    // export_XXX.zip.sha1 against the zip
-    let zip_path = path.join(name.zip_file());
-    let sha_path = path.join(name.zip_sha1_file());
-    match fs::read_to_string(&sha_path) {
-        Ok(text) => match format::parse_sha1_line(&text, &name.zip_sha1_file()) {
-            Ok((digest, file)) => {
-                if file != name.zip_file() {
-                    check.problems.push(format!(
-                        "{}: names {file}, not {}",
-                        name.zip_sha1_file(),
-                        name.zip_file()
-                    ));
-                }
-                match crate::package::sha1_of_file(&zip_path) {
-                    Ok(actual) if actual == digest => {}
-                    Ok(actual) => check.problems.push(format!(
-                        "{}: checksum mismatch (file {actual}, expected {digest}): the zip is damaged or incomplete",
-                        name.zip_file()
+    // export_XXX.zip.sha1 against the zip; for an encrypted folder, .zip.p7m.sha1 against the
+    // encrypted file, then the zip inside against the checksum extracted.xml gives it.
+    let opening = crate::crypto::Opening::current();
+    let encrypted = check.meta.as_ref().and_then(|m| m.encrypted.clone());
+    let mut zip_path = path.join(name.zip_file());
+    let mut zip_bytes: Option<Vec<u8>> = None;
+    match &encrypted {
+        None => {
+            checksum_file(
+                path,
+                &name.zip_file(),
+                &name.zip_sha1_file(),
+                &mut check.problems,
+            );
+        }
+        Some(enc) => {
+            let file = name.p7m_file();
+            if checksum_file(path, &file, &name.p7m_sha1_file(), &mut check.problems) {
+                let for_whom: Vec<&str> = enc
+                    .recipients
+                    .iter()
+                    .map(|r| r.fingerprint.as_str())
+                    .collect();
+                match fs::read(path.join(&file))
+                    .map_err(|e| format!("cannot read: {e}"))
+                    .and_then(|p7m| opening.decrypt(&p7m))
+                {
+                    Ok(zip) => {
+                        let digest = format::hex(&{
+                            use sha1::Digest;
+                            sha1::Sha1::digest(&zip)
+                        });
+                        if digest != enc.zip_sha1 {
+                            check.problems.push(format!(
+                                "{file}: the zip inside has checksum {digest}, extracted.xml says {}",
+                                enc.zip_sha1
+                            ));
+                        } else {
+                            match PlainZip::write(&check.folder, &zip) {
+                                Ok(p) => {
+                                    zip_path = p.path.clone();
+                                    check.plain_zip = Some(p);
+                                }
+                                Err(e) => check
+                                    .problems
+                                    .push(format!("{file}: writing the decrypted zip: {e}")),
+                            }
+                        }
+                        zip_bytes = Some(zip);
+                    }
+                    Err(reason) => check.problems.push(format!(
+                        "{file}: encrypted for the certificate(s) {}: {reason}",
+                        for_whom.join(", ")
                     )),
-                    Err(e) => check
-                        .problems
-                        .push(format!("{}: cannot read: {e}", name.zip_file())),
                 }
             }
-            Err(e) => check.problems.push(e.to_string()),
-        },
-        Err(e) => check
-            .problems
-            .push(format!("{}: cannot read: {e}", name.zip_sha1_file())),
+        }
+    }
+
+    // --trust: the zip and extracted.xml signed by a trusted certificate.
+    if !opening.trust.is_empty() {
+        let mut verify_sig = |sig_file: String, data: Option<Vec<u8>>, what: &str| {
+            let Some(data) = data else { return };
+            match fs::read(path.join(&sig_file)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => check.problems.push(format!(
+                    "{sig_file} is missing: the folder is not signed, and --trust takes only signed folders"
+                )),
+                Err(e) => check.problems.push(format!("{sig_file}: cannot read: {e}")),
+                Ok(sig) => {
+                    if let Err(reason) = opening.verify(&sig, &data) {
+                        check
+                            .problems
+                            .push(format!("{sig_file}: the signature over {what} does not hold: {reason}"));
+                    }
+                }
+            }
+        };
+        let zip = zip_bytes.or_else(|| fs::read(&zip_path).ok());
+        verify_sig(name.zip_sig_file(), zip, &name.zip_file());
+        verify_sig(
+            name.xml_sig_file(),
+            fs::read(path.join(name.xml_file())).ok(),
+            &name.xml_file(),
+        );
     }
 
     if zip_path.is_file() {
@@ -167,6 +234,65 @@ pub fn check_folder_at(path: &Path, depth: Depth) -> FolderCheck {
         }
     }
     check
+}
+
+/// Checks `file` in `dir` against its `sha1sum` line in `sha_file`; false (with the problem noted)
+/// when it does not hold.
+fn checksum_file(dir: &Path, file: &str, sha_file: &str, problems: &mut Vec<String>) -> bool {
+    let before = problems.len();
+    match fs::read_to_string(dir.join(sha_file)) {
+        Ok(text) => match format::parse_sha1_line(&text, sha_file) {
+            Ok((digest, named)) => {
+                if named != file {
+                    problems.push(format!("{sha_file}: names {named}, not {file}"));
+                }
+                match crate::package::sha1_of_file(&dir.join(file)) {
+                    Ok(actual) if actual == digest => {}
+                    Ok(actual) => problems.push(format!(
+                        "{file}: checksum mismatch (file {actual}, expected {digest}): the file is damaged or incomplete"
+                    )),
+                    Err(e) => problems.push(format!("{file}: cannot read: {e}")),
+                }
+            }
+            Err(e) => problems.push(e.to_string()),
+        },
+        Err(e) => problems.push(format!("{sha_file}: cannot read: {e}")),
+    }
+    problems.len() == before
+}
+
+/// An encrypted folder's zip, decrypted into a private file (mode 0600) in the temporary directory,
+/// removed when the check that made it is dropped.
+#[derive(Debug)]
+pub struct PlainZip {
+    pub path: PathBuf,
+}
+
+impl PlainZip {
+    fn write(folder: &str, bytes: &[u8]) -> std::io::Result<PlainZip> {
+        use std::io::Write;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            ".gim-export-{}-{}-{folder}.zip",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(&path)?;
+        let plain = PlainZip { path };
+        f.write_all(bytes)?;
+        Ok(plain)
+    }
+}
+
+impl Drop for PlainZip {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 /// Checks the zip's entries: safe names, every CSV beside its `.sha1`, and the checksums.
@@ -504,12 +630,17 @@ pub fn check_input(input: &Path) -> Result<Vec<FolderCheck>, outdir::OutputError
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // A decrypted zip is removed as soon as its folder is checked.
+    let checked = |p: &Path| FolderCheck {
+        plain_zip: None,
+        ..check_folder(p)
+    };
     if ExportName::parse(&own_name).is_some() {
-        return Ok(vec![check_folder(input)]);
+        return Ok(vec![checked(input)]);
     }
     let mut checks: Vec<FolderCheck> = outdir::list_exports(input)?
         .into_iter()
-        .map(|(_, p)| check_folder(&p))
+        .map(|(_, p)| checked(&p))
         .collect();
     check_chain(&mut checks);
     Ok(checks)

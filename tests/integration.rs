@@ -12,6 +12,7 @@ mod compare;
 mod concurrency;
 mod config;
 mod crash;
+mod crypto;
 mod deploy;
 mod encoding;
 mod export_format;

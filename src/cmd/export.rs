@@ -164,6 +164,35 @@ pub struct Args {
     /// rows per table, totals, seconds (and, on failure, the error).
     #[arg(long)]
     pub json: bool,
+    /// Encrypt each folder's zip for this receiver's X.509 certificate (PEM; repeatable or
+    /// comma-separated: each receiver named can open it): CMS EnvelopedData with AES-256, which stock
+    /// `openssl cms -decrypt` opens. The folder then holds export_XXX.zip.p7m and its .sha1 instead of
+    /// the zip; extracted.xml names the certificates (SHA-256 fingerprints) and the zip's checksum.
+    #[arg(
+        long,
+        env = "GIM_EXPORT_ENCRYPT_TO",
+        value_delimiter = ',',
+        value_name = "CERT.pem"
+    )]
+    pub encrypt_to: Vec<PathBuf>,
+    /// Sign each folder with this private key (PEM, unencrypted): detached CMS signatures over the zip
+    /// (export_XXX.zip.sig) and over extracted.xml (export_XXX.extracted.xml.sig), which stock
+    /// `openssl cms -verify` checks; receivers refuse anything else with `--trust`. Needs --sign-cert.
+    #[arg(
+        long,
+        env = "GIM_EXPORT_SIGN_WITH",
+        value_name = "KEY.pem",
+        requires = "sign_cert"
+    )]
+    pub sign_with: Option<PathBuf>,
+    /// The certificate of --sign-with's key, included in each signature.
+    #[arg(
+        long,
+        env = "GIM_EXPORT_SIGN_CERT",
+        value_name = "CERT.pem",
+        requires = "sign_with"
+    )]
+    pub sign_cert: Option<PathBuf>,
     /// Value written as gim-schema-version in extracted.xml.
     #[arg(long, env = "GIM_EXPORT_GIM_SCHEMA_VERSION", default_value = "8.5.116")]
     pub gim_schema_version: String,
@@ -218,6 +247,12 @@ impl Args {
                 schema: self.export_views_schema.clone(),
             }),
             allow_table_change: self.allow_table_change,
+            sealing: crate::crypto::Sealing::new(
+                &self.encrypt_to,
+                self.sign_with.as_deref(),
+                self.sign_cert.as_deref(),
+            )
+            .map_err(|e| ConfigError(format!("{e:#}")))?,
             resync_on_broken_chain: self.resync_on_broken_chain,
             encoding: OutputEncoding::from_label(&self.encoding, self.on_unmappable).ok_or_else(
                 || {

@@ -124,9 +124,12 @@ pub struct Args {
     /// exporter's textfile collector: success, folders applied, folders waiting, the last folder.
     #[arg(long, value_name = "FILE", env = "GIM_EXPORT_LOAD_METRICS_FILE")]
     pub metrics_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub open: super::OpenArgs,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
+    args.open.install()?;
     if args.json {
         crate::logging::want_json_summary();
     }

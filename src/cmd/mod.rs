@@ -12,6 +12,8 @@ pub mod status;
 pub mod target_schema;
 pub mod verify;
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 
 use crate::exit::{ExitCode, EXIT_CODES_HELP};
@@ -183,6 +185,54 @@ pub struct CompletionsArgs {
 }
 
 /// Runs the command line; errors carry their exit code (see [`ExitCode::of`]).
+/// What a receiver opens folders with: `verify` and `load`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OpenArgs {
+    /// The receiver's private key (PEM, unencrypted), for folders encrypted with --encrypt-to: the
+    /// .zip.p7m's checksum is checked before decrypting, the zip's after; a folder it cannot open is
+    /// refused, naming it. Needs --decrypt-cert.
+    #[arg(
+        long,
+        env = "GIM_EXPORT_DECRYPT_KEY",
+        value_name = "KEY.pem",
+        requires = "decrypt_cert"
+    )]
+    pub decrypt_key: Option<PathBuf>,
+    /// The certificate of --decrypt-key (the one the sender encrypted to).
+    #[arg(
+        long,
+        env = "GIM_EXPORT_DECRYPT_CERT",
+        value_name = "CERT.pem",
+        requires = "decrypt_key"
+    )]
+    pub decrypt_cert: Option<PathBuf>,
+    /// Take only folders signed (export --sign-with) by this certificate or one it issued (PEM;
+    /// repeatable or comma-separated). An unsigned folder, one signed by anyone else, or one whose zip
+    /// or extracted.xml changed after signing is refused, naming it.
+    #[arg(
+        long,
+        env = "GIM_EXPORT_TRUST",
+        value_delimiter = ',',
+        value_name = "CERT.pem"
+    )]
+    pub trust: Vec<PathBuf>,
+}
+
+impl OpenArgs {
+    /// Reads the keys and certificates and sets them for this process's checks (exit 2 when one
+    /// cannot be read).
+    pub fn install(&self) -> Result<(), ConfigError> {
+        crate::crypto::Opening::new(
+            self.decrypt_key.as_deref(),
+            self.decrypt_cert.as_deref(),
+            &self.trust,
+        )
+        .map_err(|e| ConfigError(format!("{e:#}")))?
+        .install();
+        Ok(())
+    }
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let level = if cli.quiet {
         "warn"

@@ -20,9 +20,12 @@ pub struct Args {
     /// problems and rows per table, and the totals.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub open: super::OpenArgs,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
+    args.open.install()?;
     let input = args.input.clone();
     if args.json {
         crate::logging::want_json_summary();

@@ -828,7 +828,8 @@ async fn run_once(
                 folder: name.clone(),
                 problems: e,
             })?;
-        let zip_path = path.join(ExportName::parse(&name).expect("listed").zip_file());
+        // An encrypted folder's zip was decrypted by the check (and is removed with it).
+        let zip_path = check.zip_path();
         let full: Option<&Vec<String>> = meta
             .restart
             .as_ref()
@@ -1093,9 +1094,15 @@ struct Candidate {
     zip_sha1: Option<String>,
 }
 
-/// The zip checksum a folder's `.zip.sha1` names.
+/// The zip checksum a folder's `.zip.sha1` names (an encrypted folder's extracted.xml gives its zip's).
 fn read_zip_sha1(path: &Path, name: &str) -> Option<String> {
     let n = ExportName::parse(name)?;
+    if let Some(enc) = crate::outdir::read_meta(path, &n)
+        .ok()
+        .and_then(|m| m.encrypted)
+    {
+        return Some(enc.zip_sha1);
+    }
     let text = std::fs::read_to_string(path.join(n.zip_sha1_file())).ok()?;
     crate::format::parse_sha1_line(&text, name)
         .ok()
