@@ -3,7 +3,7 @@
 //! One run: take the output lock, clear what a dead run left, read the chain state, then (repeatedly
 //! with `catch_up`) plan a window from the audit log, write its tables in parallel, and publish.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -62,6 +62,8 @@ pub struct ExportConfig {
     pub resync_on_broken_chain: bool,
     /// `--encrypt-to`, `--sign-with`: what each folder gets before it is published.
     pub sealing: crate::crypto::Sealing,
+    /// `--deliver-to`: where each published folder goes.
+    pub deliveries: Arc<crate::deliver::Deliveries>,
 }
 
 /// Whether a run continues the chain in the output directory or replaces it.
@@ -124,6 +126,10 @@ pub struct ExportReport {
     pub hook_failures: Vec<String>,
     /// Folders whose `--on-publish` has not succeeded yet, after this run.
     pub hooks_owed: usize,
+    /// `--deliver-to`: (destination, folder) delivered in this run.
+    pub delivered: Vec<(String, String)>,
+    /// Destinations that failed in this run (each stays owed what it did not get).
+    pub delivery_failures: Vec<String>,
     /// Data time of the newest settled source key minus the chain's max-data-ts.
     pub lag_seconds: Option<i64>,
     /// Settled source keys not exported yet.
@@ -143,6 +149,8 @@ impl ExportReport {
             "stopped"
         } else if !self.hook_failures.is_empty() {
             "hook-failed"
+        } else if !self.delivery_failures.is_empty() {
+            "delivery-failed"
         } else if self.published.is_empty() {
             "nothing-to-do"
         } else {
@@ -412,8 +420,11 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
         Some(lock)
     };
     let mut report = ExportReport::default();
+    // Destinations that failed in this run: not tried again until the next one.
+    let mut down: BTreeSet<String> = BTreeSet::new();
     if lock.is_some() {
         retry_owed_hooks(config, &out, &mut report).await?;
+        deliver(config, &out, &mut report, &mut down).await?;
     }
     // A chain that cannot be continued: with --resync-on-broken-chain, what stands in the way is
     // moved aside and a full resync starts a new chain; the reason goes into its folder and the run.
@@ -670,6 +681,7 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
                 }
             }
             report.published.push(published);
+            deliver(config, &out, &mut report, &mut down).await?;
         }
         state = Some(window.chain_state());
         if config.dry_run {
@@ -691,8 +703,13 @@ async fn run_job(config: &ExportConfig) -> Result<ExportReport> {
         );
     }
     if lock.is_some() {
-        let owed = ops::read_hooks_owed(out.path());
+        let mut owed = ops::read_hooks_owed(out.path());
         report.hooks_owed = owed.len();
+        // Retention keeps what a destination has not received.
+        for name in crate::deliver::owed_anywhere(out.path(), Some(&config.deliveries)) {
+            owed.entry(name)
+                .or_insert_with(|| "not delivered yet".into());
+        }
         for name in ops::prune(
             out.path(),
             config.keep_days,
@@ -743,6 +760,38 @@ fn check_table_selection(
         warn!(
             "the source's tables changed under the same selection{delta}: an added table holds only rows changed from now on (export --full-resync brings its older rows)"
         );
+    }
+    Ok(())
+}
+
+/// `--deliver-to`: every folder of the output directory that a destination has not received, in
+/// chain order (a blocking pass on its own thread).
+async fn deliver(
+    config: &ExportConfig,
+    out: &OutputDir,
+    report: &mut ExportReport,
+    down: &mut BTreeSet<String>,
+) -> Result<()> {
+    if config.deliveries.is_empty() || config.dry_run {
+        return Ok(());
+    }
+    let (deliveries, dir, mut failed) = (
+        Arc::clone(&config.deliveries),
+        out.path().to_path_buf(),
+        std::mem::take(down),
+    );
+    let (outcome, failed) = tokio::task::spawn_blocking(move || {
+        let o = crate::deliver::deliver_owed(&deliveries, &dir, &mut failed);
+        (o, failed)
+    })
+    .await
+    .context("the delivery thread failed")?;
+    *down = failed;
+    let outcome = outcome?;
+    report.delivered.extend(outcome.delivered);
+    for f in outcome.failures {
+        report.warnings.push(f.clone());
+        report.delivery_failures.push(f);
     }
     Ok(())
 }
@@ -827,7 +876,13 @@ fn record_run(config: &ExportConfig, started: i64, seconds: f64, result: &Result
             for t in report.published.iter().flat_map(|p| p.meta.tables.iter()) {
                 *rows_per_table.entry(t.name.clone()).or_default() += t.rows;
             }
-            let hook_failed = !report.hook_failures.is_empty();
+            let failures: Vec<String> = report
+                .hook_failures
+                .iter()
+                .chain(&report.delivery_failures)
+                .cloned()
+                .collect();
+            let hook_failed = !failures.is_empty();
             LastRun {
                 result: report.outcome().into(),
                 started_at: started,
@@ -841,7 +896,7 @@ fn record_run(config: &ExportConfig, started: i64, seconds: f64, result: &Result
                     .flat_map(|p| p.meta.tables.iter())
                     .map(|t| t.bytes)
                     .sum(),
-                error: hook_failed.then(|| report.hook_failures.join("; ")),
+                error: hook_failed.then(|| failures.join("; ")),
                 warnings: report.warnings.clone(),
                 last_success_at: if hook_failed {
                     previous.as_ref().and_then(|p| p.last_success_at)
@@ -879,6 +934,7 @@ fn record_run(config: &ExportConfig, started: i64, seconds: f64, result: &Result
             hwm_audit_key: latest.as_ref().map(|m| m.hwm_to.audit_key),
             max_data_ts: latest.as_ref().map(|m| m.max_data_ts),
             lag_seconds: result.as_ref().ok().and_then(|r| r.lag_seconds),
+            deliveries: crate::deliver::states(dir, Some(&config.deliveries)),
         };
         if let Err(e) = ops::write_metrics(path, &metrics) {
             warn!("could not write the metrics file {}: {e}", path.display());

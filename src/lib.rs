@@ -26,6 +26,7 @@ pub mod compare;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod deliver;
 pub mod encoding;
 pub mod exit;
 pub mod export;

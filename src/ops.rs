@@ -248,6 +248,15 @@ pub struct Metrics {
     pub hwm_audit_key: Option<i64>,
     pub max_data_ts: Option<i64>,
     pub lag_seconds: Option<i64>,
+    /// `--deliver-to`: where each destination stands.
+    pub deliveries: Vec<crate::deliver::DestinationState>,
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Prometheus text exposition format, for node_exporter's textfile collector.
@@ -322,6 +331,42 @@ pub fn metrics_text(m: &Metrics) -> String {
             "lag_seconds",
             "Data time of the newest settled source key minus max-data-ts.",
             &one(l as f64),
+        );
+    }
+    if !m.deliveries.is_empty() {
+        let per =
+            |f: &dyn Fn(&crate::deliver::DestinationState) -> Option<f64>| -> Vec<(String, f64)> {
+                m.deliveries
+                    .iter()
+                    .filter_map(|d| {
+                        f(d).map(|v| {
+                            (
+                                format!("{{destination=\"{}\"}}", label_value(&d.destination)),
+                                v,
+                            )
+                        })
+                    })
+                    .collect()
+            };
+        gauge(
+            "delivery_owed_folders",
+            "Published folders a --deliver-to destination has not received (retention keeps them).",
+            &per(&|d| Some(d.owed as f64)),
+        );
+        gauge(
+            "delivery_lag_seconds",
+            "max-data-ts of the newest folder minus that of the newest folder the destination holds in chain order.",
+            &per(&|d| Some(d.lag_seconds as f64)),
+        );
+        gauge(
+            "delivery_failing",
+            "1 while the destination's last delivery failed.",
+            &per(&|d| Some(if d.error.is_some() { 1.0 } else { 0.0 })),
+        );
+        gauge(
+            "delivery_last_success_timestamp_seconds",
+            "Unix time of the destination's last delivered folder.",
+            &per(&|d| d.last_at.map(|t| t as f64)),
         );
     }
     s

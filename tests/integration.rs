@@ -13,6 +13,7 @@ mod concurrency;
 mod config;
 mod crash;
 mod crypto;
+mod delivery;
 mod deploy;
 mod encoding;
 mod export_format;

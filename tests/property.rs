@@ -121,6 +121,7 @@ fn check_history(seed: u64, steps: &[(u32, u8)], chunk_seconds: i64) {
                 allow_table_change: false,
                 resync_on_broken_chain: false,
                 sealing: Default::default(),
+                deliveries: Default::default(),
             }))
             .unwrap();
         }

@@ -193,6 +193,53 @@ pub struct Args {
         requires = "sign_with"
     )]
     pub sign_cert: Option<PathBuf>,
+    /// Deliver every published folder here too (repeatable, or comma-separated): a directory (local
+    /// or mounted), sftp://user@host[:port]/path (key authentication) or s3://bucket/prefix (any
+    /// S3-compatible store). Folders go in chain order and a receiver never sees one half written. A
+    /// destination that is down is tried again (--deliver-retries), then caught up by the next run
+    /// from the delivery record in the output directory; retention keeps what it has not received,
+    /// and the run exits 8.
+    #[arg(
+        long,
+        env = "GIM_EXPORT_DELIVER_TO",
+        value_delimiter = ',',
+        value_name = "DEST"
+    )]
+    pub deliver_to: Vec<String>,
+    /// Folder names not delivered anywhere (patterns with * and ?, e.g. 'export_*_repair_*').
+    #[arg(
+        long,
+        env = "GIM_EXPORT_DELIVER_EXCLUDE",
+        value_delimiter = ',',
+        value_name = "PATTERN"
+    )]
+    pub deliver_exclude: Vec<String>,
+    /// Tries after a failed delivery of one folder, within a run, before the destination is left
+    /// for the next run.
+    #[arg(long, env = "GIM_EXPORT_DELIVER_RETRIES", default_value_t = 3)]
+    pub deliver_retries: u32,
+    /// The first wait before trying a delivery again (doubling, at most a minute).
+    #[arg(
+        long,
+        env = "GIM_EXPORT_DELIVER_RETRY_DELAY",
+        default_value = "5s",
+        value_name = "SPAN"
+    )]
+    pub deliver_retry_delay: String,
+    /// Private key for sftp:// destinations (default: ~/.ssh/id_ed25519, then ~/.ssh/id_rsa).
+    #[arg(long, env = "GIM_EXPORT_SSH_KEY", value_name = "FILE")]
+    pub ssh_key: Option<PathBuf>,
+    /// known_hosts for sftp:// destinations (default ~/.ssh/known_hosts): the server's host key must
+    /// be in it.
+    #[arg(long, env = "GIM_EXPORT_SSH_KNOWN_HOSTS", value_name = "FILE")]
+    pub ssh_known_hosts: Option<PathBuf>,
+    /// Endpoint of an S3-compatible store for s3:// destinations (default: AWS_ENDPOINT_URL, else
+    /// AWS). Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    #[arg(long, env = "GIM_EXPORT_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// Region for s3:// destinations (default: AWS_REGION, else us-east-1).
+    #[arg(long, env = "GIM_EXPORT_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
     /// Value written as gim-schema-version in extracted.xml.
     #[arg(long, env = "GIM_EXPORT_GIM_SCHEMA_VERSION", default_value = "8.5.116")]
     pub gim_schema_version: String,
@@ -253,6 +300,24 @@ impl Args {
                 self.sign_cert.as_deref(),
             )
             .map_err(|e| ConfigError(format!("{e:#}")))?,
+            deliveries: std::sync::Arc::new(
+                crate::deliver::Deliveries::new(
+                    &self.deliver_to,
+                    &self.deliver_exclude,
+                    crate::deliver::Options {
+                        ssh_key: self.ssh_key.clone(),
+                        known_hosts: self.ssh_known_hosts.clone(),
+                        s3_endpoint: self.s3_endpoint.clone(),
+                        s3_region: self.s3_region.clone(),
+                        retries: self.deliver_retries,
+                        retry_delay: std::time::Duration::from_secs(
+                            parse_seconds("--deliver-retry-delay", &self.deliver_retry_delay)?
+                                as u64,
+                        ),
+                    },
+                )
+                .map_err(|e| ConfigError(format!("{e:#}")))?,
+            ),
             resync_on_broken_chain: self.resync_on_broken_chain,
             encoding: OutputEncoding::from_label(&self.encoding, self.on_unmappable).ok_or_else(
                 || {
@@ -349,6 +414,10 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             "--on-publish failed for {} folder(s); they stay published, retention keeps them, and the next run runs the hook for them again",
             report.hook_failures.len()
         ),
+        "delivery-failed" => crate::out!(
+            "delivery failed: {}; the folders stay published and owed, retention keeps them, and the next run delivers them in chain order",
+            report.delivery_failures.join("; ")
+        ),
         _ => {}
     }
     Ok(exit_code(&report, idle))
@@ -358,7 +427,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
 fn exit_code(report: &ExportReport, idle: ExitCode) -> ExitCode {
     match report.outcome() {
         "stopped" => crate::signals::stopped("").exit_code(),
-        "hook-failed" => ExitCode::HookFailed,
+        "hook-failed" | "delivery-failed" => ExitCode::HookFailed,
         "nothing-to-do" => idle,
         _ => ExitCode::Success,
     }

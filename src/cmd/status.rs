@@ -187,6 +187,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         }),
     });
 
+    let deliveries = crate::deliver::states(&args.output, None);
     let state = if in_progress {
         "In progress"
     } else if blocked.is_some() {
@@ -216,6 +217,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             "restart_under_way": restart_note,
             "resync_reason": latest.as_ref().and_then(|m| m.restart.as_ref()).and_then(|r| r.reason.clone()),
             "target": target_json,
+            "deliveries": deliveries,
         });
         crate::out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::Success);
@@ -294,6 +296,28 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         }
         (Some(u), Some(Err(e))) => crate::out!("target:       {u}: unknown: {e}"),
         _ => {}
+    }
+    for d in &deliveries {
+        crate::out!(
+            "delivery:     {}: {}{}{}",
+            d.destination,
+            match (&d.last_folder, d.last_at) {
+                (Some(f), Some(t)) => format!("last {f} at {}", iso(t)),
+                _ => "nothing delivered yet".to_string(),
+            },
+            if d.owed > 0 {
+                format!(
+                    "; owed {} folder(s), {} s of data behind",
+                    d.owed, d.lag_seconds
+                )
+            } else {
+                "; up to date".to_string()
+            },
+            d.error
+                .as_ref()
+                .map(|e| format!("; last failure: {e}"))
+                .unwrap_or_default()
+        );
     }
     match last_run {
         Some(r) => crate::out!(
