@@ -472,8 +472,25 @@ mod tests {
             hwm_audit_key: Some(95),
             max_data_ts: Some(1_704_153_579),
             lag_seconds: Some(60),
+            deliveries: vec![crate::deliver::DestinationState {
+                destination: "s3://bucket/\"odd\"".into(),
+                last_folder: None,
+                last_at: None,
+                owed: 3,
+                lag_seconds: 7200,
+                error: Some("down".into()),
+            }],
         };
         let text = metrics_text(&m);
+        assert!(
+            text.contains(
+                "gim_export_delivery_owed_folders{destination=\"s3://bucket/\\\"odd\\\"\"} 3\n"
+            ),
+            "{text}"
+        );
+        assert!(text
+            .contains("gim_export_delivery_failing{destination=\"s3://bucket/\\\"odd\\\"\"} 1\n"));
+        assert!(!text.contains("delivery_last_success_timestamp_seconds{"));
         assert!(text.contains("gim_export_last_run_rows{table=\"interaction_fact\"} 5\n"));
         assert!(text.contains("gim_export_last_run_duration_seconds 3\n"));
         assert!(text.contains("# TYPE gim_export_lag_seconds gauge\n"));

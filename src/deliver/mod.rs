@@ -65,6 +65,7 @@ pub struct Options {
 }
 
 /// Every destination of a run, with the folder-name patterns not delivered.
+#[derive(Default)]
 pub struct Deliveries {
     pub destinations: Vec<Box<dyn Destination>>,
     pub exclude: Vec<String>,
@@ -84,16 +85,6 @@ impl std::fmt::Debug for Deliveries {
             )
             .field("exclude", &self.exclude)
             .finish()
-    }
-}
-
-impl Default for Deliveries {
-    fn default() -> Self {
-        Deliveries {
-            destinations: Vec::new(),
-            exclude: Vec::new(),
-            options: Options::default(),
-        }
     }
 }
 
