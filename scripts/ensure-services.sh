@@ -37,6 +37,12 @@ if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
   fi
 fi
 
+# SFTP delivery tests start Debian's OpenSSH server on a spare loopback port (ssh-keygen for the
+# throwaway keys).
+if [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null; then
+  apt_install openssh-server openssh-client
+fi
+
 if ! command -v pg_isready >/dev/null; then
   apt_install postgresql postgresql-client
 fi

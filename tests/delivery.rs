@@ -181,3 +181,172 @@ fn deliver_exclude_keeps_matching_folders_home_and_a_bad_destination_is_a_config
         stderr(&o)
     );
 }
+
+/// Debian's OpenSSH server on a spare loopback port, with a throwaway host key and user key; stopped
+/// when dropped. `make test` installs openssh-server when missing.
+pub struct SshServer {
+    child: Option<std::process::Child>,
+    pub port: u16,
+    dir: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub known_hosts: std::path::PathBuf,
+    pub user: String,
+}
+
+impl SshServer {
+    /// Keys and configuration, on a port no one listens on yet.
+    pub fn prepare(w: &Workdir) -> SshServer {
+        let dir = w.join("sshd");
+        std::fs::create_dir_all(&dir).unwrap();
+        let keygen = |file: &str| {
+            let st = std::process::Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(dir.join(file))
+                .status()
+                .expect("ssh-keygen (openssh, installed by make test)");
+            assert!(st.success());
+        };
+        keygen("host_key");
+        keygen("user_key");
+        std::fs::copy(dir.join("user_key.pub"), dir.join("authorized_keys")).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let host_pub = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
+        let mut fields = host_pub.split_whitespace();
+        let (kind, key) = (fields.next().unwrap(), fields.next().unwrap());
+        let known_hosts = dir.join("known_hosts");
+        std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {kind} {key}\n")).unwrap();
+        std::fs::write(
+            dir.join("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+                 AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
+                 PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        let user = String::from_utf8(
+            std::process::Command::new("id")
+                .arg("-un")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim()
+        .to_string();
+        SshServer {
+            child: None,
+            port,
+            key: dir.join("user_key"),
+            dir,
+            known_hosts,
+            user,
+        }
+    }
+
+    /// Starts sshd and waits until it answers.
+    pub fn start(&mut self) {
+        std::fs::create_dir_all("/run/sshd").expect("sshd's privilege separation directory");
+        let child = std::process::Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(self.dir.join("sshd_config"))
+            .stderr(std::fs::File::create(self.dir.join("sshd.log")).unwrap())
+            .spawn()
+            .expect("/usr/sbin/sshd (openssh-server, installed by make test)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("sshd to listen", std::time::Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    pub fn url(&self, path: &std::path::Path) -> String {
+        format!(
+            "sftp://{}@127.0.0.1:{}{}",
+            self.user,
+            self.port,
+            path.display()
+        )
+    }
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn sftp_receives_folders_whole_in_chain_order_after_being_down_and_checks_the_host_key() {
+    let w = Workdir::new("deliver_sftp");
+    let src = w.sqlite_url("im.db");
+    simulate(&w, &src, 3, 30, 43);
+    let mut server = SshServer::prepare(&w);
+    let remote = w.join("remote-inbox");
+    std::fs::create_dir_all(&remote).unwrap();
+    let url = server.url(&remote);
+    let key = server.key.to_str().unwrap().to_string();
+    let known = server.known_hosts.to_str().unwrap().to_string();
+    let flags = [
+        "--deliver-to",
+        url.as_str(),
+        "--ssh-key",
+        key.as_str(),
+        "--ssh-known-hosts",
+        known.as_str(),
+    ];
+    // Down: published, exit 8, owed.
+    let (code, out, err) = export(&w, &src, &flags);
+    assert_eq!(code, 8, "{out}{err}");
+    assert!(out.contains("connecting to 127.0.0.1"), "{out}");
+    server.start();
+    let (code, out, err) = export(&w, &src, &flags);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = export(&w, &src, &flags);
+    assert!(code == 0 || code == 3, "{out}{err}");
+    assert_eq!(export_folders(&remote), export_folders(&w.join("out")));
+    assert!(
+        std::fs::read_dir(&remote).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with('.')),
+        "no partial folder left"
+    );
+    w.run(&["verify", "--input", remote.to_str().unwrap()]);
+
+    // A host key that is not the server's: refused, never accepted blindly.
+    std::fs::write(
+        w.join("wrong_known_hosts"),
+        format!(
+            "[127.0.0.1]:{} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEu8E0Fq8I3mcQPmhX8rQXCUNSy7n3VvTcm7Lr7VHnNh\n",
+            server.port
+        ),
+    )
+    .unwrap();
+    simulate(&w, &src, 1, 30, 43);
+    let wrong = w.join("wrong_known_hosts");
+    let (code, out, _) = export(
+        &w,
+        &src,
+        &[
+            "--deliver-to",
+            url.as_str(),
+            "--ssh-key",
+            key.as_str(),
+            "--ssh-known-hosts",
+            wrong.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 8, "{out}");
+    assert!(out.contains("host key differs"), "{out}");
+}

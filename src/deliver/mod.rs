@@ -12,6 +12,7 @@
 //! destination is still owed.
 
 pub mod local;
+pub mod sftp;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -37,8 +38,9 @@ pub trait Destination: Send + Sync {
 
 /// The destination a `--deliver-to` value names.
 pub fn open(dest: &str, options: &Options) -> Result<Box<dyn Destination>> {
-    let _ = options;
-    if let Some((scheme, _)) = dest.split_once("://") {
+    if dest.starts_with("sftp://") {
+        Ok(Box::new(sftp::Sftp::parse(dest, options)?))
+    } else if let Some((scheme, _)) = dest.split_once("://") {
         anyhow::bail!(
             "--deliver-to {dest}: {scheme}:// is not a destination (a directory, sftp://user@host[:port]/path or s3://bucket/prefix)"
         )
