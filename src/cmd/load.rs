@@ -20,7 +20,8 @@ use crate::load::{self, LoadConfig, LoadEvent};
 /// are then skipped. A full resync also removes the rows of its tables that the source no longer has.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// An export folder, or a directory of export folders.
+    /// An export folder, a directory of export folders, or s3://bucket/prefix (folders complete
+    /// when their .zip.sha1 object is there; copied into --download-dir first).
     #[arg(long, short, env = "GIM_EXPORT_INPUT", default_value = "output")]
     pub input: PathBuf,
     /// Target database: sqlite://FILE (created if missing), postgres://USER@HOST/DB or
@@ -126,6 +127,8 @@ pub struct Args {
     pub metrics_file: Option<PathBuf>,
     #[command(flatten)]
     pub open: super::OpenArgs,
+    #[command(flatten)]
+    pub remote: super::RemoteArgs,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
@@ -134,8 +137,11 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         crate::logging::want_json_summary();
     }
     let started = std::time::Instant::now();
+    let input = args.remote.input(&args.input)?;
+    input.fetch().await?;
     let config = LoadConfig {
-        input: args.input.clone(),
+        input: input.dir.clone(),
+        remote: input.remote.clone(),
         target: parse_url("--target", &args.target)?,
         from_folder: args.from.clone(),
         schema_changes: args.schema_changes,

@@ -218,6 +218,83 @@ pub struct OpenArgs {
     pub trust: Vec<PathBuf>,
 }
 
+/// Where `--input s3://bucket/prefix` is read from and copied to (`verify` and `load`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RemoteArgs {
+    /// With --input s3://...: the directory complete folders are copied into (kept, so the next run
+    /// copies only new ones). Default: a temporary directory removed when the run ends.
+    #[arg(long, env = "GIM_EXPORT_DOWNLOAD_DIR", value_name = "DIR")]
+    pub download_dir: Option<PathBuf>,
+    /// Endpoint of the S3-compatible store for --input s3://... (default: AWS_ENDPOINT_URL, else AWS).
+    /// Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    #[arg(long, env = "GIM_EXPORT_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// Region for --input s3://... (default: AWS_REGION, else us-east-1).
+    #[arg(long, env = "GIM_EXPORT_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+}
+
+/// An `--input`: a local directory, or an S3 prefix mirrored into one.
+pub struct Input {
+    pub dir: PathBuf,
+    pub remote: Option<std::sync::Arc<crate::deliver::s3::S3>>,
+    /// The temporary download directory, removed when this is dropped.
+    temporary: Option<PathBuf>,
+}
+
+impl Drop for Input {
+    fn drop(&mut self) {
+        if let Some(t) = &self.temporary {
+            let _ = std::fs::remove_dir_all(t);
+        }
+    }
+}
+
+impl RemoteArgs {
+    /// The local directory to read `input` from (an S3 prefix's folders are copied there by
+    /// [`Input::fetch`]).
+    pub fn input(&self, input: &std::path::Path) -> Result<Input, ConfigError> {
+        let text = input.to_string_lossy();
+        if !text.starts_with("s3://") {
+            return Ok(Input {
+                dir: input.to_path_buf(),
+                remote: None,
+                temporary: None,
+            });
+        }
+        let s3 = crate::deliver::s3::S3::open(
+            &text,
+            &crate::deliver::s3::S3Options {
+                endpoint: self.s3_endpoint.clone(),
+                region: self.s3_region.clone(),
+            },
+        )
+        .map_err(|e| ConfigError(format!("--input {e:#}")))?;
+        let (dir, temporary) = match &self.download_dir {
+            Some(d) => (d.clone(), None),
+            None => {
+                let d = std::env::temp_dir().join(format!("gim-export-s3-{}", std::process::id()));
+                (d.clone(), Some(d))
+            }
+        };
+        Ok(Input {
+            dir,
+            remote: Some(std::sync::Arc::new(s3)),
+            temporary,
+        })
+    }
+}
+
+impl Input {
+    /// Copies the complete folders of an S3 input that the directory lacks.
+    pub async fn fetch(&self) -> anyhow::Result<()> {
+        if let Some(r) = &self.remote {
+            r.mirror(&self.dir).await?;
+        }
+        Ok(())
+    }
+}
+
 impl OpenArgs {
     /// Reads the keys and certificates and sets them for this process's checks (exit 2 when one
     /// cannot be read).

@@ -13,7 +13,8 @@ use crate::verify::{self, VerifyFailed};
 /// it was found in; the exit code is 5 if there is any.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// An export folder, or a directory of export folders.
+    /// An export folder, a directory of export folders, or s3://bucket/prefix (folders complete
+    /// when their .zip.sha1 object is there; copied into --download-dir first).
     #[arg(long, short, env = "GIM_EXPORT_INPUT", default_value = "output")]
     pub input: PathBuf,
     /// Print one JSON object on stdout instead of text: outcome, exit code, each folder with its
@@ -22,11 +23,15 @@ pub struct Args {
     pub json: bool,
     #[command(flatten)]
     pub open: super::OpenArgs,
+    #[command(flatten)]
+    pub remote: super::RemoteArgs,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
     args.open.install()?;
-    let input = args.input.clone();
+    let remote = args.remote.input(&args.input)?;
+    remote.fetch().await?;
+    let input = remote.dir.clone();
     if args.json {
         crate::logging::want_json_summary();
     }

@@ -12,6 +12,7 @@
 //! destination is still owed.
 
 pub mod local;
+pub mod s3;
 pub mod sftp;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +41,8 @@ pub trait Destination: Send + Sync {
 pub fn open(dest: &str, options: &Options) -> Result<Box<dyn Destination>> {
     if dest.starts_with("sftp://") {
         Ok(Box::new(sftp::Sftp::parse(dest, options)?))
+    } else if dest.starts_with("s3://") {
+        Ok(Box::new(s3::S3::parse(dest, options)?))
     } else if let Some((scheme, _)) = dest.split_once("://") {
         anyhow::bail!(
             "--deliver-to {dest}: {scheme}:// is not a destination (a directory, sftp://user@host[:port]/path or s3://bucket/prefix)"

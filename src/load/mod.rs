@@ -45,6 +45,8 @@ pub struct LoadConfig {
     pub max_retries: u32,
     /// The first wait before trying again; it doubles each time (at most 10 minutes).
     pub retry_delay_seconds: u64,
+    /// `--input s3://...`: complete folders are copied from there into `input` before each pass.
+    pub remote: Option<std::sync::Arc<crate::deliver::s3::S3>>,
 }
 
 /// One applied export.
@@ -712,6 +714,9 @@ async fn run_once(
     events: &mut (dyn FnMut(LoadEvent<'_>) + Send),
     report: &mut LoadReport,
 ) -> Result<()> {
+    if let Some(remote) = &config.remote {
+        remote.mirror(&config.input).await?;
+    }
     let folders = input_folders(&config.input)?;
     if folders.is_empty() {
         // Nothing to apply: leave the target as it is (no schema created in an empty database).
