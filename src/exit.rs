@@ -25,8 +25,9 @@ pub enum ExitCode {
     Database = 6,
     /// Reading or writing files failed (output directory, export folders).
     Io = 7,
-    /// `export`: folders were published, but `--on-publish` failed for at least one (retention keeps
-    /// it; the next run runs the hook for it again).
+    /// `export`: folders were published, but `--on-publish` failed for at least one, or a
+    /// `--deliver-to` destination did not receive one (retention keeps them; the next run runs the
+    /// hook again and catches the destination up).
     HookFailed = 8,
     /// Stopped by SIGINT (Ctrl-C) before the work was done: the folder in progress was finished (or,
     /// at a second signal, abandoned) and the run recorded. 128 + 2, as a shell reports it.
@@ -47,7 +48,8 @@ Exit codes:
      compare: the source and the target differ
   6  source or target database error
   7  file error (output directory, export folders)
-  8  export: published, but --on-publish failed (the folder is kept and the hook retried next run)
+  8  export: published, but --on-publish failed or a --deliver-to destination did not receive the
+     folder (it is kept; the next run retries the hook and catches the destination up)
 130  stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM: the folder in progress was finished, or
      abandoned at a second signal, and the run recorded; run again to go on. With --every a stop
      is the normal end: 0
