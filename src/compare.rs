@@ -344,7 +344,7 @@ async fn merge_range(
         .iter()
         .filter_map(|c| shape.header.iter().position(|h| h == c))
         .collect();
-    let all = [(i64::MIN, i64::MAX)];
+    let all = crate::db::ALL_ROWS;
     let (stx, srx) = tokio::sync::mpsc::channel(4);
     let (ttx, trx) = tokio::sync::mpsc::channel(4);
     let (name, header, key_at) = (
@@ -565,19 +565,105 @@ impl Read for ChannelReader {
     }
 }
 
+/// An integer field's value (`-?[0-9]+`), else `None` (compared as bytes).
+fn integer(field: &[u8]) -> Option<i128> {
+    let (neg, digits) = match field.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, field),
+    };
+    if digits.is_empty() || digits.len() > 38 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut v: i128 = 0;
+    for d in digits {
+        v = v * 10 + i128::from(d - b'0');
+    }
+    Some(if neg { -v } else { v })
+}
+
+/// One side's rows as they come, read into reused buffers, each key parsed once.
+struct Cursor<R: Read> {
+    reader: csv::Reader<R>,
+    row: csv::ByteRecord,
+    /// The key fields of `row` as integers where they are.
+    keys: Vec<Option<i128>>,
+    live: bool,
+    /// The row before, to check the order.
+    prev: csv::ByteRecord,
+    prev_keys: Vec<Option<i128>>,
+    has_prev: bool,
+    side: &'static str,
+}
+
 /// Orders two keys: integer fields as numbers (as the databases order them), others as bytes.
-fn key_cmp(a: &csv::StringRecord, b: &csv::StringRecord, key_at: &[usize]) -> Ordering {
-    for &i in key_at {
-        let (x, y) = (&a[i], &b[i]);
-        let o = match (x.parse::<i128>(), y.parse::<i128>()) {
-            (Ok(p), Ok(q)) => p.cmp(&q),
-            _ => x.as_bytes().cmp(y.as_bytes()),
+fn key_order(
+    a: &csv::ByteRecord,
+    ak: &[Option<i128>],
+    b: &csv::ByteRecord,
+    bk: &[Option<i128>],
+    key_at: &[usize],
+) -> Ordering {
+    for (n, &i) in key_at.iter().enumerate() {
+        let o = match (ak[n], bk[n]) {
+            (Some(p), Some(q)) => p.cmp(&q),
+            _ => a[i].cmp(&b[i]),
         };
         if o != Ordering::Equal {
             return o;
         }
     }
     Ordering::Equal
+}
+
+impl<R: Read> Cursor<R> {
+    fn new(source: R, side: &'static str) -> Self {
+        Cursor {
+            reader: csv::ReaderBuilder::new()
+                .has_headers(false)
+                .from_reader(source),
+            row: csv::ByteRecord::new(),
+            keys: Vec::new(),
+            live: false,
+            prev: csv::ByteRecord::new(),
+            prev_keys: Vec::new(),
+            has_prev: false,
+            side,
+        }
+    }
+
+    /// Moves to the next row (the current one becomes the previous), checking the key order.
+    fn advance(&mut self, table: &str, key_at: &[usize]) -> Result<()> {
+        if self.live {
+            std::mem::swap(&mut self.row, &mut self.prev);
+            std::mem::swap(&mut self.keys, &mut self.prev_keys);
+            self.has_prev = true;
+        }
+        self.live = self
+            .reader
+            .read_byte_record(&mut self.row)
+            .with_context(|| format!("reading the {}'s rows of {table}", self.side))?;
+        if !self.live {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            key_at.iter().all(|&i| i < self.row.len()),
+            "the {}'s rows of {table} have fewer fields than the header",
+            self.side
+        );
+        self.keys.clear();
+        self.keys
+            .extend(key_at.iter().map(|&i| integer(&self.row[i])));
+        if self.has_prev
+            && key_order(&self.prev, &self.prev_keys, &self.row, &self.keys, key_at)
+                != Ordering::Less
+        {
+            anyhow::bail!(
+                "the {}'s rows of {table} do not come in key order: compare needs integer keys or a binary collation",
+                self.side
+            );
+        }
+        Ok(())
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -593,33 +679,24 @@ fn merge_streams<R: Read>(
     mut repair: Option<&mut crate::repair::RepairSink>,
     bar: Option<&indicatif::ProgressBar>,
 ) -> Result<TableDiff> {
-    let reader = |r| {
-        csv::ReaderBuilder::new()
-            .has_headers(false)
-            .from_reader(r)
-            .into_records()
-    };
-    let (mut s, mut t) = (reader(source), reader(target));
-    let next =
-        |it: &mut csv::StringRecordsIntoIter<_>, side: &str| -> Result<Option<csv::StringRecord>> {
-            it.next()
-                .transpose()
-                .with_context(|| format!("reading the {side}'s rows of {table}"))
-        };
+    let (mut s, mut t) = (Cursor::new(source, "source"), Cursor::new(target, "target"));
     let mut d = TableDiff {
         table: table.to_string(),
         ..Default::default()
     };
-    let key_text = |r: &csv::StringRecord| {
+    let key_text = |r: &csv::ByteRecord| {
         key_at
             .iter()
-            .map(|&i| format!("{}={}", header[i], &r[i]))
+            .map(|&i| format!("{}={}", header[i], String::from_utf8_lossy(&r[i])))
             .collect::<Vec<_>>()
             .join(",")
     };
     // A source row is in scope when its newest audit key is settled and at or below the hwm.
-    let in_scope = |r: &csv::StringRecord| {
-        let newest = version_at.iter().find_map(|&i| r[i].parse::<i64>().ok());
+    let in_scope = |r: &csv::ByteRecord| {
+        let newest = version_at
+            .iter()
+            .find_map(|&i| r.get(i).and_then(integer))
+            .and_then(|v| i64::try_from(v).ok());
         !newest.is_some_and(&out_of_scope)
     };
     let note = |d: &mut TableDiff, key: String, kind: &'static str, columns: Vec<String>| {
@@ -627,10 +704,9 @@ fn merge_streams<R: Read>(
             d.examples.push(Difference { key, kind, columns });
         }
     };
-    let (mut a, mut b) = (next(&mut s, "source")?, next(&mut t, "target")?);
+    s.advance(table, key_at)?;
+    t.advance(table, key_at)?;
     let mut read: u64 = 0;
-    let (mut last_a, mut last_b): (Option<csv::StringRecord>, Option<csv::StringRecord>) =
-        (None, None);
     loop {
         read += 1;
         if read.is_multiple_of(1024) {
@@ -638,75 +714,62 @@ fn merge_streams<R: Read>(
                 bar.inc(1024);
             }
         }
-        let order = match (&a, &b) {
-            (None, None) => {
+        let order = match (s.live, t.live) {
+            (false, false) => {
                 if let Some(bar) = bar {
                     bar.inc(read % 1024);
                 }
                 break;
             }
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some(x), Some(y)) => key_cmp(x, y, key_at),
+            (true, false) => Ordering::Less,
+            (false, true) => Ordering::Greater,
+            (true, true) => key_order(&s.row, &s.keys, &t.row, &t.keys, key_at),
         };
         match order {
             Ordering::Less => {
-                let x = a.take().expect("a source row");
-                if in_scope(&x) {
+                if in_scope(&s.row) {
                     d.source_rows += 1;
                     d.missing += 1;
-                    note(&mut d, key_text(&x), "missing", Vec::new());
+                    if d.examples.len() < max_examples {
+                        note(&mut d, key_text(&s.row), "missing", Vec::new());
+                    }
                     if let Some(r) = repair.as_deref_mut() {
-                        r.row(x.iter())?;
+                        r.row(s.row.iter())?;
                     }
                 }
-                if last_a
-                    .as_ref()
-                    .is_some_and(|p| key_cmp(p, &x, key_at) != Ordering::Less)
-                {
-                    anyhow::bail!("the source's rows of {table} do not come in key order: compare needs integer keys or a binary collation");
-                }
-                last_a = Some(x);
-                a = next(&mut s, "source")?;
+                s.advance(table, key_at)?;
             }
             Ordering::Greater => {
-                let y = b.take().expect("a target row");
                 d.target_rows += 1;
                 d.extra += 1;
-                note(&mut d, key_text(&y), "extra", Vec::new());
+                if d.examples.len() < max_examples {
+                    note(&mut d, key_text(&t.row), "extra", Vec::new());
+                }
                 if let Some(r) = repair.as_deref_mut() {
-                    r.delete(key_at.iter().map(|&i| &y[i]))?;
+                    r.delete(key_at.iter().map(|&i| &t.row[i]))?;
                 }
-                if last_b
-                    .as_ref()
-                    .is_some_and(|p| key_cmp(p, &y, key_at) != Ordering::Less)
-                {
-                    anyhow::bail!("the target's rows of {table} do not come in key order: compare needs integer keys or a binary collation");
-                }
-                last_b = Some(y);
-                b = next(&mut t, "target")?;
+                t.advance(table, key_at)?;
             }
             Ordering::Equal => {
-                let (x, y) = (a.take().expect("a row"), b.take().expect("a row"));
-                if in_scope(&x) {
+                if in_scope(&s.row) {
                     d.source_rows += 1;
                     d.target_rows += 1;
-                    let columns: Vec<String> = (0..header.len())
-                        .filter(|&i| x.get(i) != y.get(i))
-                        .map(|i| header[i].clone())
-                        .collect();
-                    if !columns.is_empty() {
+                    if s.row.iter().ne(t.row.iter()) {
                         d.different += 1;
-                        note(&mut d, key_text(&x), "different", columns);
+                        if d.examples.len() < max_examples {
+                            let columns: Vec<String> = (0..header.len())
+                                .filter(|&i| s.row.get(i) != t.row.get(i))
+                                .map(|i| header[i].clone())
+                                .collect();
+                            note(&mut d, key_text(&s.row), "different", columns);
+                        }
                         if let Some(r) = repair.as_deref_mut() {
-                            r.row(x.iter())?;
+                            r.row(s.row.iter())?;
                         }
                     }
                 }
-                last_a = Some(x);
-                last_b = Some(y);
-                a = next(&mut s, "source")?;
-                b = next(&mut t, "target")?;
+                s.advance(table, key_at)?;
+                t.advance(table, key_at)?;
             }
         }
     }

@@ -321,11 +321,11 @@ pub struct RepairSink {
 
 impl RepairSink {
     /// A source row to write (missing or different in the target).
-    pub fn row<'a>(&mut self, fields: impl IntoIterator<Item = &'a str>) -> Result<()> {
+    pub fn row<'a>(&mut self, fields: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
         self.rows.push(fields)
     }
     /// A target key to delete (extra in the target); ignored with `--repair-keep-extra`.
-    pub fn delete<'a>(&mut self, key: impl IntoIterator<Item = &'a str>) -> Result<()> {
+    pub fn delete<'a>(&mut self, key: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
         match self.deletes.as_mut() {
             Some(d) => d.push(key),
             None => Ok(()),
@@ -356,9 +356,9 @@ impl Batcher {
             buf: Vec::with_capacity(CHUNK),
         }
     }
-    fn push<'a>(&mut self, fields: impl IntoIterator<Item = &'a str>) -> Result<()> {
+    fn push<'a>(&mut self, fields: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
         for (i, f) in fields.into_iter().enumerate() {
-            format::push_csv_field(&mut self.buf, f.as_bytes(), i == 0);
+            format::push_csv_field(&mut self.buf, f, i == 0);
         }
         self.buf.extend_from_slice(b"\n");
         if self.buf.len() >= CHUNK {

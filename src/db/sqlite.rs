@@ -188,6 +188,10 @@ impl super::SourceDb for SqliteSource {
 fn window_query(table: &Table, ranges: &[(i64, i64)]) -> String {
     let cols: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
     let from = format!("SELECT {} FROM {}", cols.join(", "), table.relation());
+    if super::is_all_rows(ranges) {
+        // The whole table in key order: the primary key's own order, no sort.
+        return format!("{from} ORDER BY {}", order_by(table));
+    }
     let created = key_predicate(table, "create_audit_key", ranges);
     let updated = key_predicate(table, "update_audit_key", ranges);
     let body = match (created, updated) {
