@@ -354,7 +354,14 @@ fn print_event(event: LoadEvent<'_>) {
                 if a.removed.is_empty() {
                     String::new()
                 } else {
-                    format!(" removed={removed} (full resync)")
+                    let why = if crate::format::ExportName::parse(&a.folder)
+                        .is_some_and(|n| n.repair > 0)
+                    {
+                        "keys the repair deletes"
+                    } else {
+                        "full resync"
+                    };
+                    format!(" removed={removed} ({why})")
                 }
             );
         }
