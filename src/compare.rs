@@ -147,6 +147,22 @@ pub async fn run(source_url: &DbUrl, target_url: &DbUrl, options: &Options) -> R
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    // A repair that would empty a large share of a table is more likely a warehouse keeping what the
+    // Info Mart purged than rows to delete: refused, nothing written.
+    if let (Some(o), Some(_)) = (repair, &folder) {
+        if !o.keep_extra {
+            for t in &tables {
+                if t.extra > crate::repair::REMOVAL_FLOOR
+                    && t.extra * 100 > u64::from(o.max_removal_percent) * t.target_rows.max(1)
+                {
+                    anyhow::bail!(crate::cmd::ConfigError(format!(
+                        "compare --repair: table {} would lose {} of its {} rows in the target, more than --max-repair-removal {}%; no repair folder written. If the warehouse keeps rows the Info Mart has purged, give --repair-keep-extra; if the source really lost them, raise --max-repair-removal",
+                        t.table, t.extra, t.target_rows, o.max_removal_percent
+                    )));
+                }
+            }
+        }
+    }
     let repair = match folder {
         Some(f) => tokio::task::spawn_blocking(move || f.publish())
             .await
@@ -284,7 +300,7 @@ async fn compare_table(
     if let Some(s) = &segmented {
         // Outside the merged ranges every row matched: counted from the sums.
         d.source_rows = s.source_rows;
-        d.target_rows += s.target_rows - s.leaf_target_rows;
+        d.target_rows += s.target_rows.saturating_sub(s.leaf_target_rows);
         tracing::debug!(
             table = %name,
             rows = s.source_rows,

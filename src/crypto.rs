@@ -146,6 +146,7 @@ impl Sealing {
             meta.signed = Some(Signed {
                 signer_fingerprint: fingerprint(cert),
                 subject: subject(cert),
+                zip_sha1: crate::format::hex(&sha1_of(&zip)),
             });
         }
         if !self.recipients.is_empty() {

@@ -412,11 +412,14 @@ pub struct Recipient {
     pub subject: String,
 }
 
-/// `<signed signer-sha256= subject=/>`.
+/// `<signed signer-sha256= subject= zip-sha1=/>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Signed {
     pub signer_fingerprint: String,
     pub subject: String,
+    /// The signed zip's checksum: the signed extracted.xml names its own zip, so a zip and an XML
+    /// signed for two different folders cannot be paired.
+    pub zip_sha1: String,
 }
 
 /// `<repair number= of-folder= made-ts=>` with a `<delete .../>` per table that loses rows: written by
@@ -650,6 +653,7 @@ impl ExportMetadata {
             let mut e = BytesStart::new("signed");
             e.push_attribute(("signer-sha256", sig.signer_fingerprint.as_str()));
             e.push_attribute(("subject", sig.subject.as_str()));
+            e.push_attribute(("zip-sha1", sig.zip_sha1.as_str()));
             let _ = w.write_event(Event::Empty(e));
         }
         let _ = w.write_event(Event::Start(BytesStart::new("tables")));
@@ -825,6 +829,7 @@ impl ExportMetadata {
                     signed = Some(Signed {
                         signer_fingerprint: m.get("signer-sha256").cloned().unwrap_or_default(),
                         subject: m.get("subject").cloned().unwrap_or_default(),
+                        zip_sha1: m.get("zip-sha1").cloned().unwrap_or_default(),
                     });
                 }
                 (2, "delete") if path[1] == "repair" => {

@@ -37,7 +37,13 @@ pub struct RepairOptions {
     pub dir: PathBuf,
     /// Leave the target's extra rows alone (a warehouse that keeps rows the Info Mart has purged).
     pub keep_extra: bool,
+    /// Refuse to write a repair that deletes more than this share (percent) of a table's rows, when
+    /// that is over [`REMOVAL_FLOOR`] rows.
+    pub max_removal_percent: u32,
 }
+
+/// Deletions up to this many rows a table are never refused by `--max-repair-removal`.
+pub const REMOVAL_FLOOR: u64 = 1_000;
 
 /// What was written.
 #[derive(Clone, Debug, Serialize)]

@@ -183,6 +183,25 @@ pub fn check_folder_at(path: &Path, depth: Depth) -> FolderCheck {
 
     // --trust: the zip and extracted.xml signed by a trusted certificate.
     if !opening.trust.is_empty() {
+        let zip = zip_bytes.or_else(|| fs::read(&zip_path).ok());
+        // The signed extracted.xml names its zip: a zip signed for another folder does not pass.
+        if let (Some(z), Some(meta)) = (&zip, &check.meta) {
+            let actual = format::hex(&{
+                use sha1::Digest;
+                sha1::Sha1::digest(z)
+            });
+            match meta.signed.as_ref().map(|s| s.zip_sha1.as_str()) {
+                Some(named) if named == actual => {}
+                Some(named) => check.problems.push(format!(
+                    "{}: the signed metadata names a zip with checksum {named}, this folder's is {actual}: the zip belongs to another folder",
+                    name.xml_file()
+                )),
+                None => check.problems.push(format!(
+                    "{}: no <signed> element naming the zip: the folder is not signed, and --trust takes only signed folders",
+                    name.xml_file()
+                )),
+            }
+        }
         let mut verify_sig = |sig_file: String, data: Option<Vec<u8>>, what: &str| {
             let Some(data) = data else { return };
             match fs::read(path.join(&sig_file)) {
@@ -199,7 +218,6 @@ pub fn check_folder_at(path: &Path, depth: Depth) -> FolderCheck {
                 }
             }
         };
-        let zip = zip_bytes.or_else(|| fs::read(&zip_path).ok());
         verify_sig(name.zip_sig_file(), zip, &name.zip_file());
         verify_sig(
             name.xml_sig_file(),

@@ -387,3 +387,51 @@ fn equal_segments_are_confirmed_inside_the_database_and_only_differing_ranges_ar
         );
     }
 }
+
+/// Review finding: a repair deleted every extra row, however many; a warehouse that keeps what the
+/// Info Mart purged would lose that history. Over 1,000 rows and --max-repair-removal (10%) of a
+/// table, compare --repair now refuses and writes nothing.
+#[test]
+fn a_repair_that_would_delete_a_large_share_of_a_table_is_refused() {
+    let w = Workdir::new("repair_removal_limit");
+    let src = w.sqlite_url("im.db");
+    let target = w.sqlite_url("t.db");
+    simulate(&w, &src, 1, 40, 29);
+    w.run(&["export", "--source", &src, "--output", "out", "--catch-up"]);
+    w.run(&["load", "--input", "out", "--target", &target]);
+    exec_sql(
+        &target,
+        "WITH RECURSIVE c(x) AS (SELECT 100000 UNION ALL SELECT x + 1 FROM c WHERE x < 101200) \
+         INSERT INTO media_type (media_type_key, create_audit_key) SELECT x, 1 FROM c",
+    );
+    let o = w.run_code(
+        &mut w.command(&[
+            "compare", "--source", &src, "--target", &target, "--repair", "inbox",
+        ]),
+        2,
+    );
+    assert!(
+        stderr(&o).contains("table media_type would lose 1201 of its 1204 rows")
+            && stderr(&o).contains("--repair-keep-extra"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(export_folders(&w.join("inbox")).is_empty());
+    // Asked for: written.
+    w.run_code(
+        &mut w.command(&[
+            "compare",
+            "--source",
+            &src,
+            "--target",
+            &target,
+            "--repair",
+            "inbox",
+            "--max-repair-removal",
+            "100",
+        ]),
+        5,
+    );
+    w.run(&["load", "--input", "inbox", "--target", &target]);
+    w.run(&["compare", "--source", &src, "--target", &target]);
+}

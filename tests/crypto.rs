@@ -343,3 +343,71 @@ fn a_signed_folder_verifies_with_stock_openssl_and_trust_refuses_unsigned_foreig
         "1"
     );
 }
+
+/// Review finding: the zip and extracted.xml were signed apart, so a signed zip of an older folder
+/// could be put under a newer folder's signed metadata. The signed metadata now names its zip.
+#[test]
+fn a_signed_zip_moved_under_another_folders_signed_metadata_is_refused() {
+    let w = Workdir::new("signed_mix");
+    identity(&w, "sender");
+    let src = w.sqlite_url("im.db");
+    simulate(&w, &src, 2, 40, 13);
+    let sign = ["--sign-with", "sender.key", "--sign-cert", "sender.pem"];
+    let mut a = vec![
+        "export",
+        "--source",
+        &src,
+        "--output",
+        "out",
+        "--chunk-size",
+        "1d",
+        "--catch-up",
+    ];
+    a.extend_from_slice(&sign);
+    w.run(&a);
+    let folders = export_folders(&w.join("out"));
+    assert!(folders.len() >= 2, "{folders:?}");
+    let (old, new) = (&folders[0], &folders[1]);
+    let (od, nd) = (w.join("out").join(old), w.join("out").join(new));
+    // The old folder's zip and its signature, renamed into the new folder, checksum recomputed.
+    std::fs::copy(od.join(format!("{old}.zip")), nd.join(format!("{new}.zip"))).unwrap();
+    std::fs::copy(
+        od.join(format!("{old}.zip.sig")),
+        nd.join(format!("{new}.zip.sig")),
+    )
+    .unwrap();
+    let digest = gim_export::package::sha1_of_file(&nd.join(format!("{new}.zip"))).unwrap();
+    std::fs::write(
+        nd.join(format!("{new}.zip.sha1")),
+        gim_export::format::sha1_line(&digest, &format!("{new}.zip")),
+    )
+    .unwrap();
+    let o = w.run_code(
+        &mut w.command(&["verify", "--input", "out", "--trust", "sender.pem"]),
+        5,
+    );
+    assert!(
+        stdout(&o).contains("the zip belongs to another folder"),
+        "{}",
+        stdout(&o)
+    );
+    let target = w.sqlite_url("t.db");
+    let o = w.run_code(
+        &mut w.command(&[
+            "load",
+            "--input",
+            "out",
+            "--target",
+            &target,
+            "--trust",
+            "sender.pem",
+        ]),
+        5,
+    );
+    assert!(stderr(&o).contains(new.as_str()), "{}", stderr(&o));
+    // Only the genuine first folder is applied.
+    assert_eq!(
+        query_one(&target, "SELECT COUNT(*) FROM gim_export_ledger"),
+        "1"
+    );
+}

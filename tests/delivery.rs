@@ -524,3 +524,38 @@ fn s3_receives_folders_after_being_down_and_load_from_s3_takes_only_complete_one
         .unwrap();
     assert!(!stderr(&o).contains("downloading"), "{}", stderr(&o));
 }
+
+/// Review finding: the record knew folder names only, so a re-export's folders, which reuse the names
+/// of the folders they replace, never reached a destination that had the old ones.
+#[test]
+fn folders_reissued_under_the_same_names_by_a_reexport_are_delivered_again() {
+    let w = Workdir::new("deliver_reissued");
+    let src = w.sqlite_url("im.db");
+    simulate(&w, &src, 2, 30, 45);
+    std::fs::create_dir_all(w.join("inbox")).unwrap();
+    let (code, out, err) = export(&w, &src, &["--deliver-to", "inbox", "--catch-up"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = export(
+        &w,
+        &src,
+        &[
+            "--deliver-to",
+            "inbox",
+            "--reexport-last",
+            "1d",
+            "--catch-up",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let published = tree(&w.join("out"))
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("export_"))
+        .collect::<std::collections::BTreeMap<_, _>>();
+    let delivered = tree(&w.join("inbox"));
+    assert_same_tree(&published, &delivered, "the inbox holds the reissued chain");
+    assert!(
+        published.iter().any(|(k, v)| k.ends_with(".extracted.xml")
+            && String::from_utf8_lossy(v).contains("<restart")),
+        "the re-export restarted the chain"
+    );
+}

@@ -23,7 +23,7 @@ use crate::exit::ExitCode;
 /// Examples:
 ///   gim-export compare --source postgres://gim@infomart/gim --target postgres://dw@warehouse/gim
 ///   gim-export compare --table interaction_fact --json
-///   gim-export compare --repair /data/inbox && gim-export load --input /data/inbox
+///   gim-export compare --repair /data/inbox; gim-export load --input /data/inbox
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Source Info Mart: sqlite://FILE, postgres://USER@HOST/DB or mysql://USER@HOST/DB.
@@ -59,6 +59,16 @@ pub struct Args {
     /// Mart has purged). They are still reported.
     #[arg(long, requires = "repair")]
     pub repair_keep_extra: bool,
+    /// With --repair: refuse (exit 2, nothing written) when a table would lose more than this share
+    /// of its target rows, and more than 1,000 rows (a warehouse that keeps purged history looks like
+    /// that).
+    #[arg(
+        long,
+        value_name = "PERCENT",
+        default_value_t = 10,
+        requires = "repair"
+    )]
+    pub max_repair_removal: u32,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
@@ -84,6 +94,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         .map(|dir| crate::repair::RepairOptions {
             dir: dir.clone(),
             keep_extra: args.repair_keep_extra,
+            max_removal_percent: args.max_repair_removal,
         });
     let options = crate::compare::Options {
         only,

@@ -273,7 +273,19 @@ impl RemoteArgs {
         let (dir, temporary) = match &self.download_dir {
             Some(d) => (d.clone(), None),
             None => {
-                let d = std::env::temp_dir().join(format!("gim-export-s3-{}", std::process::id()));
+                // A fresh private directory (0700): never one someone else made and filled.
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos())
+                    .unwrap_or_default();
+                let d = std::env::temp_dir()
+                    .join(format!("gim-export-s3-{}-{nanos:09}", std::process::id()));
+                let mut b = std::fs::DirBuilder::new();
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+                b.create(&d).map_err(|e| {
+                    ConfigError(format!("--input {text}: creating {}: {e}", d.display()))
+                })?;
                 (d.clone(), Some(d))
             }
         };

@@ -13,8 +13,10 @@ pub struct Local {
 
 impl Local {
     pub fn new(dir: &str) -> Local {
+        // One spelling per directory: /mnt/x and /mnt/x/ are the same destination in the record.
+        let trimmed = dir.trim_end_matches('/');
         Local {
-            dir: PathBuf::from(dir),
+            dir: PathBuf::from(if trimmed.is_empty() { "/" } else { trimmed }),
         }
     }
 }

@@ -127,8 +127,10 @@ impl Deliveries {
 /// What one destination has received.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DestinationRecord {
-    /// Folders delivered that are still in the output directory.
-    pub delivered: BTreeSet<String>,
+    /// Folders delivered that are still in the output directory, each with the checksum its
+    /// `.zip.sha1` (or `.zip.p7m.sha1`) named: a folder reissued under the same name (a restarted
+    /// chain) differs, and is delivered again.
+    pub delivered: BTreeMap<String, String>,
     /// The folder delivered last, and when (Unix seconds).
     pub last: Option<String>,
     pub last_at: Option<i64>,
@@ -153,7 +155,20 @@ fn write_record(dir: &Path, record: &Record) -> Result<()> {
         .with_context(|| format!("writing {}", dir.join(DELIVERIES_FILE).display()))
 }
 
-/// The folders of `dir` (export folders, in chain order) a destination with `record` is still owed.
+/// What identifies a folder's contents: the checksum its `.zip.sha1` (or `.zip.p7m.sha1`) names and
+/// the SHA-1 of its extracted.xml (a re-export can hold the same zip under another chain generation).
+pub fn identity(path: &Path, name: &ExportName) -> String {
+    let zip = [name.zip_sha1_file(), name.p7m_sha1_file()]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(path.join(f)).ok())
+        .map(|t| t.split_whitespace().next().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    let xml = crate::package::sha1_of_file(&path.join(name.xml_file())).unwrap_or_default();
+    format!("{zip}:{xml}")
+}
+
+/// The folders of `dir` (export folders, in chain order) a destination with `record` is still owed:
+/// those it has not received, or received with other contents under the same name.
 pub fn owed<'a>(
     folders: &'a [(ExportName, PathBuf)],
     record: Option<&DestinationRecord>,
@@ -161,23 +176,24 @@ pub fn owed<'a>(
 ) -> Vec<&'a (ExportName, PathBuf)> {
     folders
         .iter()
-        .filter(|(n, _)| {
+        .filter(|(n, p)| {
             let name = n.folder();
-            !excluded(&name) && !record.is_some_and(|r| r.delivered.contains(&name))
+            !excluded(&name)
+                && !record.is_some_and(|r| r.delivered.get(&name) == Some(&identity(p, n)))
         })
         .collect()
 }
 
-/// Every folder some destination configured in `dir`'s record is still owed (retention keeps them).
+/// Every folder a configured destination is still owed (retention keeps them). A destination no
+/// longer given to `--deliver-to` holds nothing back.
 pub fn owed_anywhere(dir: &Path, deliveries: Option<&Deliveries>) -> BTreeSet<String> {
     let record = read_record(dir);
     let folders = crate::outdir::OutputDir::new(dir)
         .and_then(|o| o.exports())
         .unwrap_or_default();
-    let mut labels: BTreeSet<String> = record.keys().cloned().collect();
-    if let Some(d) = deliveries {
-        labels.extend(d.destinations.iter().map(|d| d.label()));
-    }
+    let labels: BTreeSet<String> = deliveries
+        .map(|d| d.destinations.iter().map(|d| d.label()).collect())
+        .unwrap_or_default();
     let mut out = BTreeSet::new();
     for label in labels {
         let excluded = |f: &str| deliveries.is_some_and(|d| d.excluded(f));
@@ -276,17 +292,18 @@ pub fn deliver_owed(
             continue;
         }
         let entry = record.entry(label.clone()).or_default();
-        entry.delivered.retain(|f| present.contains(f));
-        let todo: Vec<(String, PathBuf)> = owed(&folders, Some(entry), |f| deliveries.excluded(f))
-            .into_iter()
-            .map(|(n, p)| (n.folder(), p.clone()))
-            .collect();
-        for (name, path) in todo {
+        entry.delivered.retain(|f, _| present.contains(f));
+        let todo: Vec<(String, PathBuf, String)> =
+            owed(&folders, Some(entry), |f| deliveries.excluded(f))
+                .into_iter()
+                .map(|(n, p)| (n.folder(), p.clone(), identity(p, n)))
+                .collect();
+        for (name, path, id) in todo {
             match put_with_retries(dest.as_ref(), &path, &name, &deliveries.options) {
                 Ok(()) => {
                     info!(destination = %label, folder = %name, "delivered");
                     let entry = record.get_mut(&label).expect("entry made above");
-                    entry.delivered.insert(name.clone());
+                    entry.delivered.insert(name.clone(), id);
                     entry.last = Some(name.clone());
                     entry.last_at = Some(chrono::Utc::now().timestamp());
                     entry.error = None;

@@ -201,7 +201,10 @@ impl Destination for Sftp {
                 .with_context(|| format!("moving {} aside", target.display()))?;
             sftp.rename(&partial, &target, None)
                 .with_context(|| format!("renaming into {}", target.display()))?;
-            remove_dir(&sftp, &old)?;
+            // Delivered: what is left of the old copy is only noted.
+            if let Err(e) = remove_dir(&sftp, &old) {
+                tracing::warn!(path = %old.display(), error = %format!("{e:#}"), "could not remove the replaced copy on the server");
+            }
         } else {
             sftp.rename(&partial, &target, None)
                 .with_context(|| format!("renaming into {}", target.display()))?;

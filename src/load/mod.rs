@@ -1255,6 +1255,19 @@ fn plan_deletes(
         problems,
     };
     let mut out = Vec::new();
+    // Every deletion list the metadata names must be in the zip: a missing one is not "nothing to delete".
+    for d in repair.iter().flat_map(|r| &r.deletes) {
+        if !entries
+            .iter()
+            .any(|e| e.entry.eq_ignore_ascii_case(&d.file))
+        {
+            return Err(damaged(format!(
+                "its <repair> lists {} but the zip has no such entry",
+                d.file
+            ))
+            .into());
+        }
+    }
     for e in entries {
         let table = crate::format::delete_table_of(&e.entry).expect("partitioned on it");
         let Some(r) = repair else {
