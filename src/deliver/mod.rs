@@ -179,7 +179,7 @@ pub fn owed<'a>(
         .filter(|(n, p)| {
             let name = n.folder();
             !excluded(&name)
-                && !record.is_some_and(|r| r.delivered.get(&name) == Some(&identity(p, n)))
+                && record.is_none_or(|r| r.delivered.get(&name) != Some(&identity(p, n)))
         })
         .collect()
 }
