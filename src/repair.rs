@@ -40,6 +40,9 @@ pub struct RepairOptions {
     /// Refuse to write a repair that deletes more than this share (percent) of a table's rows, when
     /// that is over [`REMOVAL_FLOOR`] rows.
     pub max_removal_percent: u32,
+    /// `--encrypt-to`, `--sign-with`: sealed like the chain's exports, so a receiver that takes
+    /// only signed (or encrypted) folders takes the repair too.
+    pub sealing: crate::crypto::Sealing,
 }
 
 /// Deletions up to this many rows a table are never refused by `--max-repair-removal`.
@@ -276,6 +279,11 @@ impl RepairFolder {
             .collect();
         package::write_folder(&self.staging, &self.name, &all, &meta, self.style)
             .with_context(|| format!("writing the repair folder in {}", self.staging.display()))?;
+        let mut meta = meta;
+        self.options
+            .sealing
+            .seal(&self.staging, &self.name, &mut meta)
+            .with_context(|| format!("sealing the repair folder in {}", self.staging.display()))?;
         let path = self.options.dir.join(self.name.folder());
         std::fs::rename(&self.staging, &path)
             .with_context(|| format!("publishing {}", path.display()))?;

@@ -342,6 +342,48 @@ fn a_signed_folder_verifies_with_stock_openssl_and_trust_refuses_unsigned_foreig
         query_one(&target, "SELECT COUNT(*) FROM gim_export_ledger"),
         "1"
     );
+
+    // A repair of that target, sealed the same way, is taken by the same receiver.
+    exec_sql(&target, "UPDATE tenant SET tenant_name = 'renamed'");
+    w.run_code(
+        &mut w.command(&[
+            "compare",
+            "--source",
+            &src,
+            "--target",
+            &target,
+            "--repair",
+            "repair",
+            "--sign-with",
+            "sender.key",
+            "--sign-cert",
+            "sender.pem",
+            "--encrypt-to",
+            "recv.pem",
+        ]),
+        5,
+    );
+    let repair = export_folders(&w.join("repair")).pop().unwrap();
+    assert!(w
+        .join("repair")
+        .join(&repair)
+        .join(format!("{repair}.zip.p7m"))
+        .is_file());
+    w.run(&[
+        "load",
+        "--input",
+        "repair",
+        "--target",
+        &target,
+        "--trust",
+        "sender.pem",
+        "--decrypt-key",
+        "recv.key",
+        "--decrypt-cert",
+        "recv.pem",
+    ]);
+    let o = w.run(&["compare", "--source", &src, "--target", &target]);
+    assert!(stdout(&o).contains("in sync"), "{}", stdout(&o));
 }
 
 /// Review finding: the zip and extracted.xml were signed apart, so a signed zip of an older folder
