@@ -523,6 +523,62 @@ fn s3_receives_folders_after_being_down_and_load_from_s3_takes_only_complete_one
         .output()
         .unwrap();
     assert!(!stderr(&o).contains("downloading"), "{}", stderr(&o));
+
+    // Reissued under the same names (a re-export): the store holds the new folders whole, and the
+    // kept download directory takes them again.
+    let o = s3
+        .command(
+            &w,
+            &[
+                "export",
+                "--source",
+                &src,
+                "--output",
+                "out",
+                "--chunk-size",
+                "1d",
+                "--deliver-to",
+                "s3://bucket/gim/inbox",
+                "--reexport-last",
+                "1d",
+                "--catch-up",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let o = s3
+        .command(
+            &w,
+            &[
+                "verify",
+                "--input",
+                "s3://bucket/gim/inbox",
+                "--download-dir",
+                "mirror",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(stderr(&o).contains("downloading"), "{}", stderr(&o));
+    let published: std::collections::BTreeMap<_, _> = tree(&w.join("out"))
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("export_"))
+        .collect();
+    let stored: std::collections::BTreeMap<_, _> = tree(&inbox)
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(half))
+        .collect();
+    assert_same_tree(&published, &stored, "the store holds the reissued folders");
+    let mirrored: std::collections::BTreeMap<_, _> = tree(&w.join("mirror"))
+        .into_iter()
+        .filter(|(k, _)| published.contains_key(k))
+        .collect();
+    assert_same_tree(
+        &published,
+        &mirrored,
+        "the download directory took them again",
+    );
 }
 
 /// Review finding: the record knew folder names only, so a re-export's folders, which reuse the names

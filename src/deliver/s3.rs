@@ -181,6 +181,18 @@ impl S3 {
         Ok(())
     }
 
+    /// Whether `local/file` holds the bytes of the store's object for `folder/file`.
+    async fn same_object(&self, folder: &str, local: &Path, file: &str) -> Result<bool> {
+        let Ok(mine) = tokio::fs::read(local.join(file)).await else {
+            return Ok(false);
+        };
+        match self.store.get(&self.object(folder, file)).await {
+            Ok(r) => Ok(r.bytes().await?.as_ref() == mine.as_slice()),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Copies every complete folder not already in `dir` there; returns the folders `dir` holds from
     /// the store, in name order.
     pub async fn mirror(&self, dir: &Path) -> Result<Vec<String>> {
@@ -191,9 +203,17 @@ impl S3 {
         for f in &folders {
             let n = ExportName::parse(f).expect("listed");
             let local = dir.join(f);
-            let whole =
-                local.join(n.zip_sha1_file()).is_file() || local.join(n.p7m_sha1_file()).is_file();
-            if !whole {
+            // Taken already when the local copy's completion marker and extracted.xml are the
+            // store's (a folder reissued under the same name differs in one or both).
+            let mut same = false;
+            for m in [n.zip_sha1_file(), n.p7m_sha1_file()] {
+                if local.join(&m).is_file() {
+                    same = self.same_object(f, &local, &m).await?
+                        && self.same_object(f, &local, &n.xml_file()).await?;
+                    break;
+                }
+            }
+            if !same {
                 tracing::info!(folder = %f, from = %self.url, "downloading");
                 self.download(f, dir)
                     .await
@@ -212,6 +232,35 @@ impl Destination for S3 {
     fn put_folder(&self, folder: &Path, name: &str) -> Result<()> {
         let files = super::files_in_order(folder, name)?;
         let run = async {
+            // A folder of this name already there (a reissued folder): its completion marker goes
+            // first, so no reader takes a mix of old and new objects, and objects the new folder
+            // lacks go too.
+            let prefix = self.prefix.child(name);
+            let existing = self.store.list_with_delimiter(Some(&prefix)).await?;
+            if !existing.objects.is_empty() {
+                let n = ExportName::parse(name)
+                    .with_context(|| format!("{name}: not an export folder"))?;
+                let markers = [n.zip_sha1_file(), n.p7m_sha1_file()];
+                let keep: Vec<String> = files
+                    .iter()
+                    .filter_map(|f| f.file_name().map(|f| f.to_string_lossy().into_owned()))
+                    .collect();
+                let mut objects = existing.objects;
+                objects.sort_by_key(|o| {
+                    !markers
+                        .iter()
+                        .any(|m| o.location.filename() == Some(m.as_str()))
+                });
+                for o in objects {
+                    let fname = o.location.filename().unwrap_or_default().to_string();
+                    if markers.contains(&fname) || !keep.contains(&fname) {
+                        self.store
+                            .delete(&o.location)
+                            .await
+                            .with_context(|| format!("removing {}", o.location))?;
+                    }
+                }
+            }
             for file in &files {
                 let fname = file
                     .file_name()
