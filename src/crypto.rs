@@ -146,20 +146,20 @@ impl Sealing {
             meta.signed = Some(Signed {
                 signer_fingerprint: fingerprint(cert),
                 subject: subject(cert),
-                zip_sha1: crate::format::hex(&sha1_of(&zip)),
+                zip_sha1: crate::format::sha1_hex(&zip),
             });
         }
         if !self.recipients.is_empty() {
             let p7m = encrypt(&zip, &self.recipients)?;
             let p7m_path = staging.join(name.p7m_file());
             crate::package::write_synced(&p7m_path, &p7m)?;
-            let p7m_sha1 = crate::format::hex(&sha1_of(&p7m));
+            let p7m_sha1 = crate::format::sha1_hex(&p7m);
             crate::package::write_synced(
                 &staging.join(name.p7m_sha1_file()),
                 crate::format::sha1_line(&p7m_sha1, &name.p7m_file()).as_bytes(),
             )?;
             meta.encrypted = Some(Encrypted {
-                zip_sha1: crate::format::hex(&sha1_of(&zip)),
+                zip_sha1: crate::format::sha1_hex(&zip),
                 zip_bytes: zip.len() as u64,
                 cipher: CIPHER_NAME.into(),
                 recipients: self
@@ -182,11 +182,6 @@ impl Sealing {
         }
         Ok(())
     }
-}
-
-fn sha1_of(bytes: &[u8]) -> Vec<u8> {
-    use sha1::Digest;
-    sha1::Sha1::digest(bytes).to_vec()
 }
 
 /// CMS EnvelopedData (DER) of `data` for every certificate in `to`.

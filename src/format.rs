@@ -246,6 +246,11 @@ pub fn hex(digest: &[u8]) -> String {
 }
 
 /// A `sha1sum` line for `file`: `<hex>  <file>\n`, which `sha1sum -c` accepts.
+/// The SHA-1 of `bytes`, lower-case hex.
+pub fn sha1_hex(bytes: &[u8]) -> String {
+    hex(&Sha1::digest(bytes))
+}
+
 pub fn sha1_line(hex_digest: &str, file: &str) -> String {
     format!("{hex_digest}  {file}\n")
 }

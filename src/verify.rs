@@ -150,10 +150,7 @@ pub fn check_folder_at(path: &Path, depth: Depth) -> FolderCheck {
                     .and_then(|p7m| opening.decrypt(&p7m))
                 {
                     Ok(zip) => {
-                        let digest = format::hex(&{
-                            use sha1::Digest;
-                            sha1::Sha1::digest(&zip)
-                        });
+                        let digest = format::sha1_hex(&zip);
                         if digest != enc.zip_sha1 {
                             check.problems.push(format!(
                                 "{file}: the zip inside has checksum {digest}, extracted.xml says {}",
@@ -186,10 +183,7 @@ pub fn check_folder_at(path: &Path, depth: Depth) -> FolderCheck {
         let zip = zip_bytes.or_else(|| fs::read(&zip_path).ok());
         // The signed extracted.xml names its zip: a zip signed for another folder does not pass.
         if let (Some(z), Some(meta)) = (&zip, &check.meta) {
-            let actual = format::hex(&{
-                use sha1::Digest;
-                sha1::Sha1::digest(z)
-            });
+            let actual = format::sha1_hex(z);
             match meta.signed.as_ref().map(|s| s.zip_sha1.as_str()) {
                 Some(named) if named == actual => {}
                 Some(named) => check.problems.push(format!(

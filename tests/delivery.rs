@@ -182,6 +182,23 @@ fn deliver_exclude_keeps_matching_folders_home_and_a_bad_destination_is_a_config
     );
 }
 
+/// A loopback port nobody listens on now.
+fn spare_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Stops a test server's process.
+fn stop(child: &mut Option<std::process::Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 /// Debian's OpenSSH server on a spare loopback port, with a throwaway host key and user key; stopped
 /// when dropped. `make test` installs openssh-server when missing.
 pub struct SshServer {
@@ -209,11 +226,7 @@ impl SshServer {
         keygen("host_key");
         keygen("user_key");
         std::fs::copy(dir.join("user_key.pub"), dir.join("authorized_keys")).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = spare_port();
         let host_pub = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
         let mut fields = host_pub.split_whitespace();
         let (kind, key) = (fields.next().unwrap(), fields.next().unwrap());
@@ -278,10 +291,7 @@ impl SshServer {
 
 impl Drop for SshServer {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop(&mut self.child);
     }
 }
 
@@ -366,11 +376,7 @@ impl S3Server {
     pub fn prepare(w: &Workdir, bucket: &str) -> S3Server {
         let data = w.join("s3data");
         std::fs::create_dir_all(data.join(bucket)).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = spare_port();
         S3Server {
             child: None,
             port,
@@ -419,10 +425,7 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop(&mut self.child);
     }
 }
 

@@ -69,31 +69,9 @@ pub struct Args {
         requires = "repair"
     )]
     pub max_repair_removal: u32,
-    /// With --repair: encrypt the repair folder for these receivers' certificates, as export does.
-    #[arg(
-        long,
-        env = "GIM_EXPORT_ENCRYPT_TO",
-        value_delimiter = ',',
-        value_name = "CERT.pem"
-    )]
-    pub encrypt_to: Vec<std::path::PathBuf>,
-    /// With --repair: sign the repair folder with this key, as export does (needs --sign-cert), so
-    /// that `load --trust` takes it.
-    #[arg(
-        long,
-        env = "GIM_EXPORT_SIGN_WITH",
-        value_name = "KEY.pem",
-        requires = "sign_cert"
-    )]
-    pub sign_with: Option<std::path::PathBuf>,
-    /// The certificate of --sign-with's key.
-    #[arg(
-        long,
-        env = "GIM_EXPORT_SIGN_CERT",
-        value_name = "CERT.pem",
-        requires = "sign_with"
-    )]
-    pub sign_cert: Option<std::path::PathBuf>,
+    // With --repair: the repair folder is encrypted and signed as export does its folders.
+    #[command(flatten)]
+    pub seal: super::SealArgs,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
@@ -113,12 +91,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty())
         .collect();
-    let sealing = crate::crypto::Sealing::new(
-        &args.encrypt_to,
-        args.sign_with.as_deref(),
-        args.sign_cert.as_deref(),
-    )
-    .map_err(|e| super::ConfigError(format!("{e:#}")))?;
+    let sealing = args.seal.sealing()?;
     let repair = args
         .repair
         .as_ref()

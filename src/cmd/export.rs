@@ -164,35 +164,8 @@ pub struct Args {
     /// rows per table, totals, seconds (and, on failure, the error).
     #[arg(long)]
     pub json: bool,
-    /// Encrypt each folder's zip for this receiver's X.509 certificate (PEM; repeatable or
-    /// comma-separated: each receiver named can open it): CMS EnvelopedData with AES-256, which stock
-    /// `openssl cms -decrypt` opens. The folder then holds export_XXX.zip.p7m and its .sha1 instead of
-    /// the zip; extracted.xml names the certificates (SHA-256 fingerprints) and the zip's checksum.
-    #[arg(
-        long,
-        env = "GIM_EXPORT_ENCRYPT_TO",
-        value_delimiter = ',',
-        value_name = "CERT.pem"
-    )]
-    pub encrypt_to: Vec<PathBuf>,
-    /// Sign each folder with this private key (PEM, unencrypted): detached CMS signatures over the zip
-    /// (export_XXX.zip.sig) and over extracted.xml (export_XXX.extracted.xml.sig), which stock
-    /// `openssl cms -verify` checks; receivers refuse anything else with `--trust`. Needs --sign-cert.
-    #[arg(
-        long,
-        env = "GIM_EXPORT_SIGN_WITH",
-        value_name = "KEY.pem",
-        requires = "sign_cert"
-    )]
-    pub sign_with: Option<PathBuf>,
-    /// The certificate of --sign-with's key, included in each signature.
-    #[arg(
-        long,
-        env = "GIM_EXPORT_SIGN_CERT",
-        value_name = "CERT.pem",
-        requires = "sign_with"
-    )]
-    pub sign_cert: Option<PathBuf>,
+    #[command(flatten)]
+    pub seal: super::SealArgs,
     /// Deliver every published folder here too (repeatable, or comma-separated): a directory (local
     /// or mounted), sftp://user@host[:port]/path (key authentication) or s3://bucket/prefix (any
     /// S3-compatible store). Folders go in chain order and a receiver never sees one half written. A
@@ -294,12 +267,7 @@ impl Args {
                 schema: self.export_views_schema.clone(),
             }),
             allow_table_change: self.allow_table_change,
-            sealing: crate::crypto::Sealing::new(
-                &self.encrypt_to,
-                self.sign_with.as_deref(),
-                self.sign_cert.as_deref(),
-            )
-            .map_err(|e| ConfigError(format!("{e:#}")))?,
+            sealing: self.seal.sealing()?,
             deliveries: std::sync::Arc::new(
                 crate::deliver::Deliveries::new(
                     &self.deliver_to,

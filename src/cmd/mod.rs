@@ -185,6 +185,52 @@ pub struct CompletionsArgs {
 }
 
 /// Runs the command line; errors carry their exit code (see [`ExitCode::of`]).
+/// What a sender seals folders with: `export`, and `compare --repair`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SealArgs {
+    /// Encrypt each folder's zip for this receiver's X.509 certificate (PEM; repeatable or
+    /// comma-separated: each receiver named can open it): CMS EnvelopedData with AES-256, which stock
+    /// `openssl cms -decrypt` opens. The folder then holds export_XXX.zip.p7m and its .sha1 instead of
+    /// the zip; extracted.xml names the certificates (SHA-256 fingerprints) and the zip's checksum.
+    #[arg(
+        long,
+        env = "GIM_EXPORT_ENCRYPT_TO",
+        value_delimiter = ',',
+        value_name = "CERT.pem"
+    )]
+    pub encrypt_to: Vec<PathBuf>,
+    /// Sign each folder with this private key (PEM, unencrypted): detached CMS signatures over the zip
+    /// (export_XXX.zip.sig) and over extracted.xml (export_XXX.extracted.xml.sig), which stock
+    /// `openssl cms -verify` checks; receivers refuse anything else with `--trust`. Needs --sign-cert.
+    #[arg(
+        long,
+        env = "GIM_EXPORT_SIGN_WITH",
+        value_name = "KEY.pem",
+        requires = "sign_cert"
+    )]
+    pub sign_with: Option<PathBuf>,
+    /// The certificate of --sign-with's key, included in each signature.
+    #[arg(
+        long,
+        env = "GIM_EXPORT_SIGN_CERT",
+        value_name = "CERT.pem",
+        requires = "sign_with"
+    )]
+    pub sign_cert: Option<PathBuf>,
+}
+
+impl SealArgs {
+    /// Reads the certificates and the key (exit 2 when one cannot be read or they do not match).
+    pub fn sealing(&self) -> Result<crate::crypto::Sealing, ConfigError> {
+        crate::crypto::Sealing::new(
+            &self.encrypt_to,
+            self.sign_with.as_deref(),
+            self.sign_cert.as_deref(),
+        )
+        .map_err(|e| ConfigError(format!("{e:#}")))
+    }
+}
+
 /// What a receiver opens folders with: `verify` and `load`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct OpenArgs {

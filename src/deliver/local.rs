@@ -21,23 +21,6 @@ impl Local {
     }
 }
 
-/// Whether two folders hold the same files with the same bytes.
-fn same_files(a: &Path, b: &Path) -> bool {
-    let list = |d: &Path| -> Option<Vec<(String, Vec<u8>)>> {
-        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(d)
-            .ok()?
-            .filter_map(|e| e.ok())
-            .map(|e| {
-                let bytes = std::fs::read(e.path()).ok()?;
-                Some((e.file_name().to_string_lossy().into_owned(), bytes))
-            })
-            .collect::<Option<Vec<_>>>()?;
-        v.sort();
-        Some(v)
-    };
-    matches!((list(a), list(b)), (Some(x), Some(y)) if x == y)
-}
-
 impl Destination for Local {
     fn label(&self) -> String {
         self.dir.display().to_string()
@@ -51,7 +34,9 @@ impl Destination for Local {
             self.dir.display()
         );
         let target = self.dir.join(name);
-        if target.is_dir() && same_files(folder, &target) {
+        let n = crate::format::ExportName::parse(name)
+            .with_context(|| format!("{name}: not an export folder"))?;
+        if target.is_dir() && super::identity(folder, &n) == super::identity(&target, &n) {
             return Ok(()); // delivered before (the record was not written)
         }
         let partial = self

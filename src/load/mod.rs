@@ -754,7 +754,7 @@ async fn run_once(
     let mut candidates: Vec<Candidate> = Vec::new();
     for (name, path) in &folders {
         let meta = ExportName::parse(name).and_then(|n| crate::outdir::read_meta(path, &n).ok());
-        let zip_sha1 = read_zip_sha1(path, name);
+        let zip_sha1 = read_zip_sha1(path, name, meta.as_ref());
         if let Some(done) = applied.get(name.as_str()) {
             // The same name in the same chain with other bytes is not the folder the target holds:
             // a replay (an older version put back) or a forgery. (A restarted chain may reuse a name:
@@ -1099,14 +1099,16 @@ struct Candidate {
     zip_sha1: Option<String>,
 }
 
-/// The zip checksum a folder's `.zip.sha1` names (an encrypted folder's extracted.xml gives its zip's).
-fn read_zip_sha1(path: &Path, name: &str) -> Option<String> {
+/// The zip checksum a folder's `.zip.sha1` names (an encrypted folder's extracted.xml, `meta`, gives
+/// its zip's).
+fn read_zip_sha1(
+    path: &Path,
+    name: &str,
+    meta: Option<&crate::format::ExportMetadata>,
+) -> Option<String> {
     let n = ExportName::parse(name)?;
-    if let Some(enc) = crate::outdir::read_meta(path, &n)
-        .ok()
-        .and_then(|m| m.encrypted)
-    {
-        return Some(enc.zip_sha1);
+    if let Some(enc) = meta.and_then(|m| m.encrypted.as_ref()) {
+        return Some(enc.zip_sha1.clone());
     }
     let text = std::fs::read_to_string(path.join(n.zip_sha1_file())).ok()?;
     crate::format::parse_sha1_line(&text, name)
